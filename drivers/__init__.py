@@ -1,0 +1,1 @@
+"""Transports, protocol codecs, arm/gripper drivers and device simulators. Never imports torch."""

@@ -1,0 +1,414 @@
+"""The bundle manifest: every fact the onboard runtime needs, checked before anything moves.
+
+The manifest is the contract between `vla-export` (which writes it) and `vla-runtime` (which
+refuses to run anything it cannot fully validate). It is plain JSON so a robot can read it
+with the standard library; this module turns it into frozen dataclasses and names the exact
+field that is wrong when it is not.
+
+Graph roles and their tensors (batch is always 1 on the robot):
+
+- ``vision``   pixel_values f32 [1,3,S,S]             -> image_embeds f32 [1,N,E]
+- ``prefill``  image_embeds f32 [1,N,E], input_ids i64 [1,T]
+               -> one or more of: hidden_states f32 [1,N+T,E] (flow context),
+                  pooled f32 [1,E] (parallel head input), action_logits f32 [1,256]
+                  (tokens head: next-token logits over the action ids),
+                  present.{i}.key / present.{i}.value f32 [1,KV,N+T,Dh] (tokens head)
+- ``decode``   input_ids i64 [1,1], position_ids i64 [1,1],
+               past_key_values.{i}.key / .value f32 [1,KV,P,Dh]
+               -> action_logits f32 [1,256], present.{i}.key / .value [1,KV,P+1,Dh]
+- ``head``     pooled f32 [1,E] (+ past_action i64 [1,D] when conditioned)
+               -> action_logits f32 [1,H,D,256]
+- ``velocity`` context f32 [1,L,E], noisy_actions f32 [1,H,D], timestep f32 [1]
+               -> velocity f32 [1,H,D]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+
+HEADS = ("tokens", "parallel", "flow")
+GRAPH_ROLES = ("vision", "prefill", "decode", "head", "velocity")
+# Which graphs each head needs, in the order one inference runs them.
+HEAD_GRAPHS = {
+    "tokens": ("vision", "prefill", "decode"),
+    "parallel": ("vision", "prefill", "head"),
+    "flow": ("vision", "prefill", "velocity"),
+}
+PRECISIONS = ("fp32", "fp16", "int8", "int8-cpu")
+GRAPH_FORMATS = ("onnx", "tensorrt")
+DTYPES = ("float32", "float16", "int64", "int32", "bool", "uint8")
+NORMALIZATIONS = ("q01_q99", "mean_std", "none")
+
+
+class ManifestError(ValueError):
+    """A bundle manifest is malformed; the message names the field and the fix."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Dataclasses. Field comments give units; validation lives in __post_init__.
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str  # graph input/output name, e.g. "past_key_values.0.key"
+    dtype: str  # one of DTYPES
+    shape: tuple  # ints for fixed dims, strings for symbolic dims ("seq", "past")
+
+    def __post_init__(self):
+        if self.dtype not in DTYPES:
+            raise ManifestError(f"tensor {self.name!r}: dtype {self.dtype!r} is not one of {DTYPES}")
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    role: str  # one of GRAPH_ROLES
+    file: str  # path relative to the bundle root
+    format: str = "onnx"  # "onnx" or "tensorrt" (a serialized engine)
+    precision: str = "fp32"  # one of PRECISIONS; "int8-cpu" graphs use contrib ops TensorRT cannot parse
+    inputs: tuple[TensorSpec, ...] = ()
+    outputs: tuple[TensorSpec, ...] = ()
+    data_files: tuple[str, ...] = ()  # external-data side files that belong to this graph
+
+    def __post_init__(self):
+        if self.role not in GRAPH_ROLES:
+            raise ManifestError(f"graphs.{self.role}: unknown role; expected one of {GRAPH_ROLES}")
+        if self.format not in GRAPH_FORMATS:
+            raise ManifestError(f"graphs.{self.role}.format: {self.format!r} is not one of {GRAPH_FORMATS}")
+        if self.precision not in PRECISIONS:
+            raise ManifestError(f"graphs.{self.role}.precision: {self.precision!r} is not one of {PRECISIONS}")
+
+    def input(self, name: str) -> TensorSpec:
+        for spec in self.inputs:
+            if spec.name == name:
+                return spec
+        raise KeyError(f"graph {self.role!r} has no input {name!r}")
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.inputs)
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.outputs)
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    image_size: int  # pixels; square input side S the vision graph expects
+    rescale_factor: float  # multiply uint8 pixels by this (1/255 for SigLIP)
+    image_mean: tuple[float, float, float]  # per RGB channel, after rescale
+    image_std: tuple[float, float, float]  # per RGB channel, after rescale
+    resample: str = "bilinear"  # interpolation used by the exported processor
+
+    def __post_init__(self):
+        if self.image_size <= 0:
+            raise ManifestError("preprocess.image_size must be a positive number of pixels")
+        if len(self.image_mean) != 3 or len(self.image_std) != 3:
+            raise ManifestError("preprocess.image_mean / image_std need 3 values (R, G, B)")
+        if any(s <= 0 for s in self.image_std):
+            raise ManifestError("preprocess.image_std values must be > 0")
+        if self.resample not in ("bilinear", "bicubic", "nearest"):
+            raise ManifestError(f"preprocess.resample: {self.resample!r} is not bilinear|bicubic|nearest")
+
+
+@dataclass(frozen=True)
+class Prompt:
+    template: str  # contains "{task}", e.g. "What action should the robot take to {task}?"
+    tokenizer_file: str  # a `tokenizers` JSON file inside the bundle
+    bos_token_id: int | None = None  # prepended when not None
+    max_tokens: int = 48  # prompts are truncated to this many ids, BOS included
+
+    def __post_init__(self):
+        if "{task}" not in self.template:
+            raise ManifestError("prompt.template must contain the placeholder {task}")
+        if self.max_tokens < 2:
+            raise ManifestError("prompt.max_tokens must be >= 2")
+
+
+@dataclass(frozen=True)
+class Normalization:
+    kind: str  # "q01_q99" (OpenVLA: [-1,1] <-> [q01,q99]), "mean_std", or "none"
+    low: tuple[float, ...] = ()  # q01 per dim (q01_q99)
+    high: tuple[float, ...] = ()  # q99 per dim (q01_q99)
+    mean: tuple[float, ...] = ()  # per dim (mean_std)
+    std: tuple[float, ...] = ()  # per dim (mean_std)
+    mask: tuple[bool, ...] = ()  # False leaves that dim in model units (e.g. a gripper already in [0,1])
+
+
+@dataclass(frozen=True)
+class ActionSpace:
+    dim: int  # D: numbers per action step
+    horizon: int  # H: steps per predicted chunk (tokens head: 1)
+    names: tuple[str, ...]  # D names, e.g. ("dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper")
+    units: tuple[str, ...]  # D units, e.g. ("m", "m", "m", "rad", "rad", "rad", "open")
+    kind: str  # "ee_delta" (end-effector deltas + gripper) or "joint_position"
+    normalization: Normalization
+    bins: int = 256  # discrete bins per dim over [-1, 1] (tokens, parallel)
+    action_token_offset: int = 0  # vocabulary id of bin 0 (tokens head: vocab_size - bins)
+
+    def __post_init__(self):
+        if self.dim <= 0 or self.horizon <= 0:
+            raise ManifestError("action.dim and action.horizon must be positive")
+        if len(self.names) != self.dim or len(self.units) != self.dim:
+            raise ManifestError(f"action.names and action.units need {self.dim} entries (action.dim)")
+        if self.kind not in ("ee_delta", "joint_position"):
+            raise ManifestError(f"action.kind: {self.kind!r} is not ee_delta|joint_position")
+        n = self.normalization
+        if n.kind not in NORMALIZATIONS:
+            raise ManifestError(f"action.normalization.kind: {n.kind!r} is not one of {NORMALIZATIONS}")
+        wanted = {"q01_q99": ("low", "high"), "mean_std": ("mean", "std"), "none": ()}[n.kind]
+        for key in wanted + (("mask",) if n.mask else ()):
+            values = getattr(n, key)
+            if len(values) != self.dim:
+                raise ManifestError(f"action.normalization.{key} needs {self.dim} values, got {len(values)}")
+            if key != "mask" and not all(math.isfinite(v) for v in values):
+                raise ManifestError(f"action.normalization.{key} holds a non-finite value")
+        if self.bins < 2:
+            raise ManifestError("action.bins must be >= 2")
+
+
+@dataclass(frozen=True)
+class DecodeSettings:
+    head: str  # "tokens" | "parallel" | "flow"
+    flow_steps: int = 10  # Euler steps from t=1 (noise) to t=0 (flow head)
+    noise_seed: int = 0  # seed of the Gaussian start noise (flow head); fixed so runs are repeatable
+    condition_on_past_action: bool = False  # parallel head takes the previous action's bins
+    num_layers: int = 0  # decoder layers: how many past_key_values pairs the decode graph takes
+    num_kv_heads: int = 0  # KV heads per layer
+    head_dim: int = 0  # per-head width of the KV cache
+
+    def __post_init__(self):
+        if self.head not in HEADS:
+            raise ManifestError(f"decode.head: {self.head!r} is not one of {HEADS}")
+        if self.flow_steps < 1:
+            raise ManifestError("decode.flow_steps must be >= 1")
+
+
+@dataclass(frozen=True)
+class Control:
+    rate_hz: float = 10.0  # control loop rate the policy was trained for
+    replan_every: int = 1  # ticks between inferences; <= action.horizon
+
+    def __post_init__(self):
+        if not (0 < self.rate_hz <= 1000):
+            raise ManifestError("control.rate_hz must be in (0, 1000]")
+        if self.replan_every < 1:
+            raise ManifestError("control.replan_every must be >= 1")
+
+
+@dataclass(frozen=True)
+class SafetyDefaults:
+    max_translation_step: float = 0.02  # metres per tick the end effector may move
+    max_rotation_step: float = 0.15  # radians per tick the end effector may rotate
+    workspace_min: tuple[float, float, float] = (-1.0, -1.0, 0.0)  # metres, robot base frame
+    workspace_max: tuple[float, float, float] = (1.0, 1.0, 1.0)  # metres, robot base frame
+    gripper_min: float = 0.0  # 0 = closed
+    gripper_max: float = 1.0  # 1 = open
+
+    def __post_init__(self):
+        if self.max_translation_step <= 0 or self.max_rotation_step <= 0:
+            raise ManifestError("safety step limits must be > 0")
+        if any(lo >= hi for lo, hi in zip(self.workspace_min, self.workspace_max, strict=True)):
+            raise ManifestError("safety.workspace_min must be below workspace_max on every axis")
+        if self.gripper_min >= self.gripper_max:
+            raise ManifestError("safety.gripper_min must be below gripper_max")
+
+
+@dataclass(frozen=True)
+class Target:
+    kind: str = "cpu"  # "cpu" (portable ONNX) or "tensorrt" (engines bound to one GPU + TRT version)
+    gpu_name: str | None = None
+    compute_capability: str | None = None  # e.g. "8.7" (Orin)
+    tensorrt_version: str | None = None
+    cuda_version: str | None = None
+
+    def __post_init__(self):
+        if self.kind not in ("cpu", "tensorrt"):
+            raise ManifestError(f"target.kind: {self.kind!r} is not cpu|tensorrt")
+
+
+@dataclass(frozen=True)
+class Manifest:
+    schema_version: int
+    model: dict  # identity: name, preset, head, source, parameters
+    graphs: dict[str, GraphSpec]  # role -> spec
+    preprocess: Preprocess
+    prompt: Prompt
+    action: ActionSpace
+    decode: DecodeSettings
+    control: Control
+    safety: SafetyDefaults
+    target: Target
+    files: dict[str, str]  # relative path -> sha256 hex of every bundle file except manifest.json
+    parity: dict = field(default_factory=dict)  # export-time parity report (per graph + action level)
+    gate: dict | None = None  # INT8 accuracy-gate report; gate["passed"] is the verdict
+    versions: dict = field(default_factory=dict)  # tool versions the bundle was built with
+
+    def __post_init__(self):
+        if self.schema_version != SCHEMA_VERSION:
+            raise ManifestError(
+                f"schema_version {self.schema_version} is not supported (this runtime reads "
+                f"{SCHEMA_VERSION}); rebuild the bundle with a matching vla-export"
+            )
+        needed = HEAD_GRAPHS[self.decode.head]
+        missing = [r for r in needed if r not in self.graphs]
+        if missing:
+            raise ManifestError(f"graphs: head {self.decode.head!r} needs graphs {missing}")
+        for role, spec in self.graphs.items():
+            if spec.file not in self.files:
+                raise ManifestError(f"graphs.{role}.file {spec.file!r} has no sha256 entry in files")
+        if self.prompt.tokenizer_file not in self.files:
+            raise ManifestError(f"prompt.tokenizer_file {self.prompt.tokenizer_file!r} has no entry in files")
+        if self.control.replan_every > self.action.horizon:
+            raise ManifestError("control.replan_every cannot exceed action.horizon")
+
+    @property
+    def head(self) -> str:
+        return self.decode.head
+
+    @property
+    def gate_failed(self) -> bool:
+        return bool(self.gate) and not self.gate.get("passed", False)
+
+    def to_json(self) -> dict:
+        return _to_plain(self)
+
+    # -----------------------------------------------------------------------------------------
+
+    @classmethod
+    def from_json(cls, doc: Any) -> Manifest:
+        """Build and validate; every error names the JSON path of the bad field."""
+        return _build(cls, doc, "")
+
+
+def load_manifest(bundle_dir: str | Path) -> Manifest:
+    path = Path(bundle_dir) / MANIFEST_NAME
+    if not Path(bundle_dir).is_dir():
+        raise ManifestError(f"{bundle_dir}: not a bundle directory (expected a folder with {MANIFEST_NAME})")
+    if not path.is_file():
+        raise ManifestError(f"{path}: missing; is this a bundle built by `vla-export build`?")
+    try:
+        doc = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ManifestError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg}); rebuild the bundle") from None
+    return Manifest.from_json(doc)
+
+
+def save_manifest(manifest: Manifest, bundle_dir: str | Path) -> Path:
+    path = Path(bundle_dir) / MANIFEST_NAME
+    path.write_text(json.dumps(manifest.to_json(), indent=2, sort_keys=False) + "\n")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Generic typed construction from JSON, with the failing field's path in every message.
+# ---------------------------------------------------------------------------------------------
+
+_NESTED = {
+    "preprocess": Preprocess,
+    "prompt": Prompt,
+    "action": ActionSpace,
+    "normalization": Normalization,
+    "decode": DecodeSettings,
+    "control": Control,
+    "safety": SafetyDefaults,
+    "target": Target,
+}
+
+
+def _check_type(value: Any, expected: str, where: str) -> Any:
+    """Check a JSON value against a field's annotation (as a string) and coerce containers."""
+    ok: bool
+    if expected.startswith("tuple"):
+        ok = isinstance(value, list)
+        if ok:
+            value = tuple(value)
+    elif expected.startswith("dict"):
+        ok = isinstance(value, dict)
+    elif expected == "bool":
+        ok = isinstance(value, bool)
+    elif expected == "int":
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif expected == "float":
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if ok:
+            value = float(value)
+    elif expected == "str":
+        ok = isinstance(value, str)
+    elif expected.endswith("| None"):
+        if value is None:
+            return None
+        return _check_type(value, expected[: -len("| None")].strip(), where)
+    else:
+        ok = True
+    if not ok:
+        raise ManifestError(f"{where}: expected {expected}, got {type(value).__name__} ({value!r:.60})")
+    return value
+
+
+def _build(cls, doc: Any, where: str):
+    label = where or "manifest"
+    if not isinstance(doc, Mapping):
+        raise ManifestError(f"{label}: expected a JSON object, got {type(doc).__name__}")
+    kwargs = {}
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    for name, f in known.items():
+        path = f"{where}.{name}" if where else name
+        if name not in doc:
+            has_default = f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+            if has_default:
+                continue
+            raise ManifestError(f"{path}: required field is missing")
+        value = doc[name]
+        if name in _NESTED and cls is not GraphSpec:
+            kwargs[name] = _build(_NESTED[name], value, path)
+        elif cls is Manifest and name == "graphs":
+            if not isinstance(value, Mapping):
+                raise ManifestError(f"{path}: expected an object mapping role -> graph")
+            kwargs[name] = {role: _build_graph(role, g, f"{path}.{role}") for role, g in value.items()}
+        else:
+            kwargs[name] = _check_type(value, str(f.type), path)
+    unknown = sorted(set(doc) - set(known))
+    if unknown:
+        raise ManifestError(f"{label}: unknown field(s) {unknown}; written by a newer vla-export?")
+    try:
+        return cls(**kwargs)
+    except ManifestError as exc:
+        raise ManifestError(str(exc)) from None
+    except (TypeError, ValueError) as exc:
+        raise ManifestError(f"{label}: {exc}") from None
+
+
+def _build_graph(role: str, doc: Any, where: str) -> GraphSpec:
+    if not isinstance(doc, Mapping):
+        raise ManifestError(f"{where}: expected an object")
+    doc = dict(doc)
+    doc.setdefault("role", role)
+    for key in ("inputs", "outputs"):
+        specs = doc.get(key, [])
+        if not isinstance(specs, list):
+            raise ManifestError(f"{where}.{key}: expected a list of tensor specs")
+        doc[key] = tuple(_build(TensorSpec, s, f"{where}.{key}[{i}]") for i, s in enumerate(specs))
+    inputs, outputs = doc.pop("inputs"), doc.pop("outputs")
+    spec = _build(GraphSpec, doc, where)
+    return dataclasses.replace(spec, inputs=inputs, outputs=outputs)
+
+
+def _to_plain(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        return {f.name: _to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {k: _to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_to_plain(v) for v in obj]
+    return obj

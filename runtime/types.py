@@ -1,0 +1,48 @@
+"""Values that flow one way through a tick: Frame -> ActionChunk -> safe command."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Frame:
+    image: np.ndarray  # uint8 [H, W, 3], RGB
+    t_capture: float  # seconds, time.monotonic() when the pixels were read
+
+
+@dataclass(frozen=True)
+class RobotState:
+    joint_positions: np.ndarray  # radians (revolute) / metres (prismatic), [J]
+    ee_position: np.ndarray  # metres, base frame, [3]
+    ee_orientation: np.ndarray  # roll, pitch, yaw in radians, base frame, [3]
+    gripper: float  # 0 = closed .. 1 = open
+    t_read: float  # seconds, time.monotonic()
+
+
+@dataclass(frozen=True)
+class ActionChunk:
+    """H future actions in physical units (the bundle's action.units), oldest first."""
+
+    actions: np.ndarray  # float64 [H, D]
+    names: tuple[str, ...]  # D names from the bundle
+    t_obs: float  # capture time of the frame the chunk was predicted from
+
+    def __post_init__(self):
+        if self.actions.ndim != 2 or self.actions.shape[1] != len(self.names):
+            raise ValueError(f"ActionChunk wants [H, {len(self.names)}], got {self.actions.shape}")
+
+    @property
+    def horizon(self) -> int:
+        return self.actions.shape[0]
+
+
+class Policy(ABC):
+    """Turns one observation and an instruction into a chunk of physical actions."""
+
+    @abstractmethod
+    def infer(self, frame: Frame, task: str, state: RobotState | None = None) -> ActionChunk:
+        """Run preprocessing, the graphs and the decoder once."""
