@@ -142,6 +142,9 @@ class PtySimulator(ABC):
     def handle(self, request: Any) -> list[bytes]:
         """Apply the request to the device model; return the reply frames to send."""
 
+    def tick(self, now: float) -> None:  # noqa: B027 - optional hook
+        """Advance the device model to `now` (motion, watchdogs); called often, under the lock."""
+
     def banner(self) -> str:
         return f"simulated {self.kind} on {self.port}"
 
@@ -191,8 +194,10 @@ class PtySimulator(ABC):
             master = self._master
             if master < 0:
                 return
+            with self._lock:
+                self.tick(time.monotonic())
             try:
-                ready, _, _ = select.select([master], [], [], 0.02)
+                ready, _, _ = select.select([master], [], [], 0.005)
                 if not ready:
                     continue
                 buf += os.read(master, 4096)
@@ -211,6 +216,7 @@ class PtySimulator(ABC):
                 continue
             self.requests += 1
             with self._lock:
+                self.tick(time.monotonic())
                 replies = self.handle(request)
             for reply in replies:
                 self._send(reply)
@@ -227,11 +233,14 @@ class PtySimulator(ABC):
 
 
 def serve_until_interrupted(sim: PtySimulator | Any, connect_hint: str) -> int:
-    """Body of every sim `run(args)`: start, say where to connect, serve until Ctrl-C."""
+    """Body of every sim `run(args)`: start, say where to connect, serve until Ctrl-C.
+
+    `{port}` in the hint is replaced by the pty path once it exists.
+    """
     sim.start()
     try:
         print(sim.banner(), flush=True)
-        print(connect_hint, flush=True)
+        print(connect_hint.replace("{port}", str(getattr(sim, "port", ""))), flush=True)
         print("Ctrl-C to stop.", flush=True)
         while not getattr(sim, "vanished", threading.Event()).is_set():
             time.sleep(0.2)

@@ -1,0 +1,206 @@
+"""A servo arm: joint calibration over a bus of position servos (Dynamixel or Feetech).
+
+Calibration turns ticks into joint units and back: q = direction * (ticks - offset) * scale,
+with scale = 2*pi / ticks_per_rev for revolute joints (radians) or metres_per_rev / ticks_per_rev
+for prismatic ones (metres). Limits are enforced on the way out and the quantised value that
+actually went on the wire is returned, so the recorder stores what the servo was told.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from vla_runtime.drivers.base import ArmDriver, DriverError, JointReading
+from vla_runtime.drivers.link import Link
+
+logger = logging.getLogger(__name__)
+
+
+class ServoBus(ABC):
+    """The seam between an arm and a servo family; the arm speaks ticks and ids, never registers.
+
+    Families differ in signs and encodings (Feetech stores sign-magnitude and subtracts its homing
+    offset, Dynamixel stores two's complement and adds it); each bus hides that behind these calls.
+    """
+
+    family: str  # "dynamixel" or "feetech"
+    ticks_per_rev: int  # encoder ticks per output revolution
+
+    def __init__(self, link: Link):
+        self.link = link
+
+    @abstractmethod
+    def ping(self, servo_id: int) -> int:
+        """Model number of the servo at `servo_id`."""
+
+    @abstractmethod
+    def read_state(self, ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """(positions in ticks int64 [N], velocities in ticks/s float64 [N]) in one sync read."""
+
+    @abstractmethod
+    def write_goals(self, ids: Sequence[int], ticks: np.ndarray) -> None:
+        """Goal positions in ticks, in one sync write (no reply)."""
+
+    @abstractmethod
+    def set_torque(self, ids: Sequence[int], enabled: bool) -> None:
+        """Torque on/off for each servo, confirmed by a status reply."""
+
+    @abstractmethod
+    def arm_watchdog(self, ids: Sequence[int], timeout_s: float) -> None:
+        """Make the servos stop by themselves if the host goes silent (where the family can)."""
+
+    @abstractmethod
+    def disarm_watchdog(self, ids: Sequence[int]) -> None:
+        """Turn the device watchdog off again, clearing a trip."""
+
+    @abstractmethod
+    def check_health(self, ids: Sequence[int]) -> None:
+        """Raise HardwareFault if a servo reports an error or a tripped watchdog."""
+
+    @abstractmethod
+    def set_homing_shift(self, servo_id: int, shift_ticks: int) -> None:
+        """Make Present = Actual + shift_ticks, whichever sign convention the family stores."""
+
+    def set_torque_limit(self, ids: Sequence[int], fraction: float) -> None:  # noqa: B027 - optional
+        """Limit output torque to `fraction` (0..1) of the maximum, where the family supports it."""
+
+
+@dataclass(frozen=True)
+class JointCalibration:
+    name: str  # joint name as the action space and the recorder use it, e.g. "shoulder_pan"
+    id: int  # servo id on the bus
+    min: float  # lower limit in joint units (rad or m); commands are clipped to [min, max]
+    max: float  # upper limit in joint units
+    offset: int = 2048  # ticks the servo reads at joint zero (2048 = mid-turn on a 4096-tick encoder)
+    direction: int = 1  # +1 if the servo's positive turn is the joint's positive direction, else -1
+    unit: str = "rad"  # "rad" for revolute joints, "m" for prismatic ones driven through a screw/rack
+    metres_per_rev: float = 0.0  # metres of travel per servo revolution; needed when unit is "m"
+
+    def __post_init__(self):
+        if not self.name:
+            raise ValueError("joint name is empty")
+        if not 0 <= self.id <= 252:
+            raise ValueError(f"joint {self.name}: servo id must be 0..252, got {self.id}")
+        if self.direction not in (1, -1):
+            raise ValueError(f"joint {self.name}: direction must be 1 or -1, got {self.direction}")
+        if not (math.isfinite(self.min) and math.isfinite(self.max) and self.min < self.max):
+            raise ValueError(f"joint {self.name}: limits must be finite with min < max, got {self.min}..{self.max}")
+        if self.unit not in ("rad", "m"):
+            raise ValueError(f"joint {self.name}: unit must be 'rad' or 'm', got {self.unit!r}")
+        if self.unit == "m" and not self.metres_per_rev > 0:
+            raise ValueError(f"joint {self.name}: unit 'm' needs metres_per_rev > 0")
+
+
+@dataclass(frozen=True)
+class ServoArmConfig:
+    joints: tuple[JointCalibration, ...]  # in action-space order
+    watchdog_s: float = 0.5  # device stops by itself after this much host silence (Dynamixel only)
+    health_check_every: int = 10  # reads between hardware/watchdog checks (10 = once a second at 10 Hz)
+    expected_models: tuple[int, ...] = ()  # model numbers accepted at configure; empty = any
+
+    def __post_init__(self):
+        if not self.joints:
+            raise ValueError("an arm needs at least one joint")
+        ids = [j.id for j in self.joints]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"servo ids must be unique, got {ids}")
+        names = [j.name for j in self.joints]
+        if len(set(names)) != len(names):
+            raise ValueError(f"joint names must be unique, got {names}")
+        if not 0.02 <= self.watchdog_s <= 2.54:
+            raise ValueError(f"watchdog_s must be within 0.02..2.54 s, got {self.watchdog_s}")
+        if self.health_check_every < 1:
+            raise ValueError(f"health_check_every must be >= 1, got {self.health_check_every}")
+
+
+class Calibration:
+    """Vectorised ticks <-> joint units for a set of joints on one bus."""
+
+    def __init__(self, joints: Sequence[JointCalibration], ticks_per_rev: int):
+        self.offset = np.array([j.offset for j in joints], dtype=np.float64)  # ticks [J]
+        self.direction = np.array([j.direction for j in joints], dtype=np.float64)  # +-1 [J]
+        per_rev = np.array([2 * math.pi if j.unit == "rad" else j.metres_per_rev for j in joints])
+        self.scale = per_rev / ticks_per_rev  # joint units per tick [J]
+        self.lower = np.array([j.min for j in joints], dtype=np.float64)
+        self.upper = np.array([j.max for j in joints], dtype=np.float64)
+
+    def to_joint(self, ticks: np.ndarray) -> np.ndarray:
+        return self.direction * (np.asarray(ticks, dtype=np.float64) - self.offset) * self.scale
+
+    def to_joint_velocity(self, ticks_per_s: np.ndarray) -> np.ndarray:
+        return self.direction * np.asarray(ticks_per_s, dtype=np.float64) * self.scale
+
+    def to_ticks(self, q: np.ndarray) -> np.ndarray:
+        return np.rint(self.offset + self.direction * np.asarray(q, dtype=np.float64) / self.scale).astype(np.int64)
+
+
+class ServoArm(ArmDriver):
+    """Position-controlled servo arm; the bus is built by the caller and passed in."""
+
+    def __init__(self, bus: ServoBus, config: ServoArmConfig, name: str = "arm"):
+        super().__init__(name)
+        self.bus = bus
+        self.config = config
+        self.ids = [j.id for j in config.joints]
+        self.cal = Calibration(config.joints, bus.ticks_per_rev)
+        self._names = tuple(j.name for j in config.joints)
+        self._reads = 0
+
+    @property
+    def joint_names(self) -> tuple[str, ...]:
+        return self._names
+
+    def _on_configure(self) -> None:
+        for joint in self.config.joints:
+            model = self.bus.ping(joint.id)
+            if self.config.expected_models and model not in self.config.expected_models:
+                raise DriverError(
+                    f"{self.name}: joint {joint.name} (id {joint.id}) is model {model}, expected one of "
+                    f"{self.config.expected_models}; fix the id or the robot description"
+                )
+        self.bus.check_health(self.ids)
+        q = self.cal.to_joint(self.bus.read_state(self.ids)[0])
+        outside = [
+            n for n, v, lo, hi in zip(self._names, q, self.cal.lower, self.cal.upper, strict=True) if not lo <= v <= hi
+        ]
+        if outside:
+            logger.warning("%s: joints %s start outside their limits; the first command will clip", self.name, outside)
+
+    def _on_activate(self) -> None:
+        ticks, _ = self.bus.read_state(self.ids)
+        self.bus.write_goals(self.ids, ticks)  # hold where it stands: no jump when torque comes on
+        self.bus.set_torque(self.ids, True)
+        self.bus.arm_watchdog(self.ids, self.config.watchdog_s)
+
+    def _on_deactivate(self) -> None:
+        self.bus.disarm_watchdog(self.ids)
+        self.bus.set_torque(self.ids, False)
+
+    def _on_fault(self) -> None:
+        # Torque off for every servo that still answers; a dead bus leaves the watchdog to stop them.
+        for servo_id in self.ids:
+            try:
+                self.bus.set_torque([servo_id], False)
+            except Exception as exc:  # noqa: BLE001 - keep trying the other servos
+                logger.warning("%s: torque off for id %d failed: %s", self.name, servo_id, exc)
+
+    def _on_close(self) -> None:
+        self.bus.link.transport.close()
+
+    def _read(self, now: float) -> JointReading:
+        ticks, ticks_per_s = self.bus.read_state(self.ids)
+        self._reads += 1
+        if self._reads % self.config.health_check_every == 0:
+            self.bus.check_health(self.ids)
+        return JointReading(self.cal.to_joint(ticks), self.cal.to_joint_velocity(ticks_per_s), now)
+
+    def _command(self, targets: np.ndarray, now: float, period: float) -> np.ndarray:
+        clipped = np.clip(targets, self.cal.lower, self.cal.upper)
+        ticks = self.cal.to_ticks(clipped)
+        self.bus.write_goals(self.ids, ticks)
+        return self.cal.to_joint(ticks)
