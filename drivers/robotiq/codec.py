@@ -123,12 +123,29 @@ def encode(msg: Request | Reply) -> bytes:
 
 
 # -- decoding -------------------------------------------------------------------------------------
+def _resync(decode_at, buf: bytes, unit: int | None):
+    """Decode at offset 0; if that needs more bytes but a later offset already holds a whole frame
+    with a good CRC, the bytes at 0 were noise that merely looked like a long header: skip one.
+    Without this, a corrupted frame whose tail resembles a header would stall until the deadline."""
+    consumed, msg = decode_at(buf, unit)
+    if consumed:
+        return consumed, msg
+    for i in range(1, len(buf) - 3):
+        if decode_at(buf[i:], unit)[1] is not None:
+            return 1, None
+    return 0, None
+
+
 def _unit_ok(got: int, unit: int | None) -> bool:
     return 1 <= got <= 247 if unit is None else got == unit
 
 
 def decode_request(buf: bytes, unit: int | None = None) -> tuple[int, Request | None]:
     """Device side. Returns (consumed, request); (0, None) = need more bytes, (n, None) = skipped junk."""
+    return _resync(_request_at, buf, unit)
+
+
+def _request_at(buf: bytes, unit: int | None) -> tuple[int, Request | None]:
     if len(buf) < 2:
         return 0, None
     if not _unit_ok(buf[0], unit):
@@ -160,6 +177,10 @@ def decode_request(buf: bytes, unit: int | None = None) -> tuple[int, Request | 
 
 def decode_reply(buf: bytes, unit: int | None = None) -> tuple[int, Reply | None]:
     """Master side. Returns (consumed, reply); (0, None) = need more bytes, (n, None) = skipped junk."""
+    return _resync(_reply_at, buf, unit)
+
+
+def _reply_at(buf: bytes, unit: int | None) -> tuple[int, Reply | None]:
     if len(buf) < 2:
         return 0, None
     if not _unit_ok(buf[0], unit):
