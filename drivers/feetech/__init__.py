@@ -1,0 +1,1 @@
+"""Feetech STS/SMS serial servos (SO-100/SO-101, LeKiwi): codec, memory table, bus and a pty simulator."""
