@@ -74,6 +74,27 @@ class Link(Generic[M]):
             self.stats.sends += 1
             self.transport.write(frame)
 
+    def listen(self, frame: bytes, duration: float) -> list[M]:
+        """Write `frame` and return every frame decoded within `duration` s (broadcast ping, scans)."""
+        with self._lock:
+            self.stats.exchanges += 1
+            self.transport.reset_input()
+            self.transport.write(frame)
+            deadline = time.monotonic() + duration
+            buf, out = b"", []
+            while (remaining := deadline - time.monotonic()) > 0:
+                buf += self.transport.read(self.config.read_chunk, remaining)
+                while buf:
+                    consumed, msg = self.decode(buf)
+                    if consumed == 0:
+                        break
+                    buf = buf[consumed:]
+                    if msg is None:
+                        self.stats.garbage_bytes += consumed
+                    else:
+                        out.append(msg)
+            return out
+
     def exchange(
         self,
         frame: bytes,
@@ -105,9 +126,7 @@ class Link(Generic[M]):
             self.stats.last_error = str(err)
             raise err
 
-    def _collect(
-        self, expect: Callable[[M], bool], count: int, timeout: float
-    ) -> tuple[list[M], DriverError | None]:
+    def _collect(self, expect: Callable[[M], bool], count: int, timeout: float) -> tuple[list[M], DriverError | None]:
         deadline = time.monotonic() + timeout
         buf = b""
         replies: list[M] = []
