@@ -329,6 +329,8 @@ _NESTED = {
 def _check_type(value: Any, expected: str, where: str) -> Any:
     """Check a JSON value against a field's annotation (as a string) and coerce containers."""
     ok: bool
+    if expected.endswith("| None") and value is None:
+        return None
     if expected.startswith("tuple"):
         ok = isinstance(value, list)
         if ok:
