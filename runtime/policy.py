@@ -1,0 +1,231 @@
+"""A verified bundle as a `Policy`: frame + task -> ActionChunk in physical units.
+
+`load_policy` is the one place where a bundle becomes running objects, and it refuses early:
+hashes and manifest first, then the accuracy gate, then whether this machine is the target the
+engines were built for, then which backend runs the graphs. Only then are sessions created,
+once; every tick after that reuses the same sessions, buffers and the task's prompt ids.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from vla_runtime.runtime.backends import (
+    Backend,
+    BackendOptions,
+    gpu_info,
+    select,
+    tensorrt_version,
+)
+from vla_runtime.runtime.bundle import Bundle, BundleError, open_bundle
+from vla_runtime.runtime.decoders import Decoder, Unnormalizer, make_decoder
+from vla_runtime.runtime.manifest import HEAD_GRAPHS, Manifest, ManifestError, Target
+from vla_runtime.runtime.preprocess import Preprocessor
+from vla_runtime.runtime.tokenizer import PromptTokenizer
+from vla_runtime.runtime.types import ActionChunk, Frame, Policy, RobotState
+
+logger = logging.getLogger(__name__)
+
+GraphTap = Callable[[str, dict[str, np.ndarray]], None]
+
+
+def default_threads() -> int:
+    """CPU threads per graph: the cores this process may use (the loop itself is mostly idle)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def engine_cache_root() -> Path:
+    """Per-user cache for TensorRT engines; never inside a bundle, whose file list is sealed."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "vla-runtime" / "tensorrt"
+
+
+def check_target(target: Target, device_id: int = 0) -> None:
+    """Refuse engines built for another GPU or TensorRT version, in one line."""
+    if target.kind == "cpu":
+        return
+    built = f"{target.gpu_name or 'a GPU'} (compute capability {target.compute_capability})"
+    found = gpu_info(device_id)
+    if isinstance(found, str):
+        raise BundleError(f"bundle holds TensorRT engines for {built} but {found}; use a cpu-target bundle here")
+    name, capability = found
+    if target.compute_capability and capability != target.compute_capability:
+        raise BundleError(
+            f"bundle's TensorRT engines were built for {built}; this GPU is {name} (compute capability "
+            f"{capability}); rebuild the engines on this machine"
+        )
+    have = tensorrt_version()
+    if have is None:
+        raise BundleError("bundle holds TensorRT engines but the tensorrt Python package is not installed")
+    if target.tensorrt_version and _release(have) != _release(target.tensorrt_version):
+        raise BundleError(
+            f"bundle's TensorRT engines need TensorRT {target.tensorrt_version}, this machine has {have}; "
+            "rebuild the engines on this machine"
+        )
+
+
+def _release(version: str) -> tuple[str, ...]:
+    return tuple(version.split(".")[:3])
+
+
+class BundlePolicy(Policy):
+    """Runs a bundle's graphs for one observation; sessions and buffers live as long as it does."""
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        runners: Mapping[str, Backend],
+        decoder: Decoder,
+        backend_name: str,
+    ):
+        manifest = bundle.manifest
+        self.bundle = bundle
+        self.manifest: Manifest = manifest
+        self.backend_name = backend_name  # the device actually used: cpu | cuda | tensorrt
+        self.graph_tap: GraphTap | None = None  # sees a copy of every graph's inputs before it runs
+        self.last_normalized: np.ndarray | None = None  # float32 [H, D] model-space actions
+        self.last_bins: np.ndarray | None = None  # int64 [H, D] chosen bins; None for flow
+        self.stage_times: dict[str, float] = {}  # seconds per stage of the last infer()
+        self._runners = dict(runners)
+        self._decoder = decoder
+        self._preprocess = Preprocessor(manifest.preprocess)
+        self._tokenize = PromptTokenizer(manifest.prompt, bundle.path(manifest.prompt.tokenizer_file))
+        self._unnormalize = Unnormalizer(manifest.action)
+        self._names = manifest.action.names
+        self._graph_s = 0.0  # graph seconds inside the current decode stage
+
+    # -- the pieces, public so calibration and tests can use exactly the runtime's path ----------
+
+    def preprocess(self, image: np.ndarray) -> np.ndarray:
+        """uint8 RGB [H, W, 3] -> pixel_values float32 [1, 3, S, S] (a buffer reused per call)."""
+        return self._preprocess(image)
+
+    def tokenize(self, task: str) -> np.ndarray:
+        """Task -> input_ids int64 [1, T], cached per task string."""
+        return self._tokenize(task)
+
+    # -- one inference ---------------------------------------------------------------------------
+
+    def infer(self, frame: Frame, task: str, state: RobotState | None = None) -> ActionChunk:
+        """Frame + task -> ActionChunk [H, D] in physical units. The graphs take no robot state."""
+        times = self.stage_times
+        times.clear()
+        t0 = time.perf_counter()
+        pixels = self._preprocess(frame.image)  # [1, 3, S, S]
+        t1 = time.perf_counter()
+        input_ids = self._tokenize(task)  # [1, T]
+        t2 = time.perf_counter()
+        times["preprocess"], times["tokenize"] = t1 - t0, t2 - t1
+
+        vision = self._run("vision", {"pixel_values": pixels}, ("image_embeds",))
+        embeds = vision["image_embeds"]  # [1, N, E], resident
+        prefix = self._run("prefill", {"image_embeds": embeds, "input_ids": input_ids}, self._decoder.prefill_keep)
+        prefix_len = self._runners["vision"].describe(embeds)[1][1] + input_ids.shape[1]  # N + T
+
+        role = self._decoder.role
+        times[role] = 0.0
+        self._graph_s = 0.0
+        t3 = time.perf_counter()
+        decoded = self._decoder.decode(prefix, self._run, prefix_len)
+        actions = self._unnormalize(decoded.normalized)  # float64 [H, D]
+        times["decode_actions"] = time.perf_counter() - t3 - self._graph_s
+        self.last_normalized, self.last_bins = decoded.normalized, decoded.bins
+        return ActionChunk(actions=actions, names=self._names, t_obs=frame.t_capture)
+
+    def _run(self, role: str, inputs: Mapping[str, Any], keep: tuple[str, ...] = ()) -> dict[str, Any]:
+        runner = self._runners[role]
+        if self.graph_tap is not None:
+            self.graph_tap(role, {name: runner.fetch(value) for name, value in inputs.items()})
+        outputs = runner.run(inputs, keep)
+        self.stage_times[role] = self.stage_times.get(role, 0.0) + runner.last_run_s
+        if role == self._decoder.role:
+            self._graph_s += runner.last_run_s
+        return outputs
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Start of an episode: forget the previous action a conditioned head sees."""
+        self._decoder.reset()
+
+    def close(self) -> None:
+        for runner in self._runners.values():
+            runner.deactivate()
+
+    def __enter__(self) -> BundlePolicy:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def load_policy(
+    bundle_dir: str | Path,
+    backend: str = "cpu",
+    allow_failed_gate: bool = False,
+    verify: bool = True,
+    threads: int | None = None,
+    engine_cache_dir: str | Path | None = None,
+) -> BundlePolicy:
+    """Verify a bundle, pick a backend, create every session once; refuse with one line otherwise.
+
+    Raises BundleError (bundle untrusted, gate failed, wrong target) or BackendError (the
+    requested backend cannot run here); both messages name the fix.
+    """
+    bundle = open_bundle(bundle_dir, verify=verify)
+    manifest = bundle.manifest
+    if manifest.gate_failed and not allow_failed_gate:
+        summary = manifest.gate.get("summary") or manifest.gate.get("reason") or "see manifest.gate"
+        raise BundleError(
+            f"{bundle.root.name}: the INT8 accuracy gate failed ({summary}); use the fp32 bundle, "
+            "re-quantize, or pass --allow-failed-gate to run it anyway"
+        )
+    if manifest.gate_failed:
+        logger.warning("running a bundle whose accuracy gate FAILED (--allow-failed-gate)")
+    check_target(manifest.target)
+
+    roles = HEAD_GRAPHS[manifest.head]
+    specs = [manifest.graphs[r] for r in roles]
+    chosen = select(backend, specs)
+    logger.info("backend: %s", chosen.reason)
+    cache = Path(engine_cache_dir) if engine_cache_dir is not None else engine_cache_root() / _bundle_id(manifest)
+    options = BackendOptions(
+        threads=threads if threads is not None else default_threads(),
+        engine_cache_dir=cache if chosen.device == "tensorrt" else None,
+    )
+    try:
+        decoder = make_decoder(manifest)
+    except ManifestError as exc:
+        raise BundleError(f"{bundle.root / 'manifest.json'}: {exc}") from None
+    runners: dict[str, Backend] = {}
+    try:
+        for spec in specs:
+            runner = chosen.cls(spec, bundle.path(spec.file), chosen.device, options)
+            runner.activate()
+            runners[spec.role] = runner
+    except Exception:
+        for runner in runners.values():
+            runner.deactivate()
+        raise
+    logger.info(
+        "loaded %s (%s head, %s) on %s with %d thread(s)",
+        manifest.model.get("name", bundle.root.name), manifest.head,
+        "/".join(f"{r}:{manifest.graphs[r].precision}" for r in roles), chosen.device, options.threads,
+    )
+    return BundlePolicy(bundle, runners, decoder, chosen.device)
+
+
+def _bundle_id(manifest: Manifest) -> str:
+    """Short stable id of a bundle's contents, to key caches that must not outlive it."""
+    digest = hashlib.sha256("".join(f"{k}:{v};" for k, v in sorted(manifest.files.items())).encode())
+    return digest.hexdigest()[:16]
