@@ -1,0 +1,85 @@
+"""A scripted reach-and-grasp policy for the simulated tabletop.
+
+It knows where the target block is (privileged simulator state), so it needs no model: a
+reference for what a competent chunked ee_delta policy looks like to the loop, a demo that
+actually picks the block up, and a source of bounded, meaningful actions for tests. It speaks
+the bundle action space: dx, dy, dz (m), droll, dpitch, dyaw (rad), gripper (0 closed .. 1 open).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from vla_runtime.runtime.types import ActionChunk, Frame, Policy, RobotState
+
+logger = logging.getLogger(__name__)
+
+EE_DELTA_NAMES = ("dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper")
+
+
+@dataclass(frozen=True)
+class GraspScript:
+    horizon: int = 4  # actions per chunk
+    step: float = 0.015  # metres per action towards the current goal, at most
+    gain: float = 0.5  # fraction of the remaining distance one action covers; < 1 so every step moves
+    approach_height: float = 0.12  # metres above the block centre before descending
+    grasp_height: float = 0.012  # metres above the block centre where the fingers close
+    lift_height: float = 0.2  # metres above the table after grasping
+    tolerance: float = 0.008  # metres; a goal closer than this counts as reached
+    close_ticks: int = 6  # inferences spent closing the fingers before lifting
+
+    def __post_init__(self):
+        if self.horizon < 1 or self.step <= 0 or not 0 < self.gain <= 1 or self.tolerance <= 0 or self.close_ticks < 1:
+            raise ValueError("GraspScript: horizon, step, tolerance, close_ticks must be > 0 and gain in (0, 1]")
+
+
+class ScriptedGraspPolicy(Policy):
+    """reach above -> descend -> close -> lift, replanned from the measured state at every call."""
+
+    def __init__(self, block_position: Callable[[], np.ndarray], script: GraspScript = GraspScript()):
+        self.block_position = block_position  # returns the target block centre [3] in m, base frame
+        self.script = script
+        self.phase = "reach"
+        self._closing = 0
+        self.stage_times: dict[str, float] = {}
+
+    def infer(self, frame: Frame, task: str, state: RobotState | None = None) -> ActionChunk:
+        if state is None:
+            raise ValueError("the scripted policy needs the robot state")
+        t = time.perf_counter()
+        s = self.script
+        block = self.block_position()
+        pos = state.ee_position
+        gripper = 1.0
+        if self.phase == "reach":
+            goal = block + [0.0, 0.0, s.approach_height]
+            if np.linalg.norm(goal - pos) < s.tolerance:
+                self.phase = "descend"
+        if self.phase == "descend":
+            goal = block + [0.0, 0.0, s.grasp_height]
+            if np.linalg.norm(goal - pos) < s.tolerance:
+                self.phase = "close"
+        if self.phase == "close":
+            goal, gripper = pos.copy(), 0.0
+            self._closing += 1
+            if self._closing >= s.close_ticks:
+                self.phase = "lift"
+        if self.phase == "lift":
+            goal, gripper = np.array([pos[0], pos[1], s.lift_height]), 0.0
+        actions = np.zeros((s.horizon, len(EE_DELTA_NAMES)))  # [H, 7]
+        p = pos.copy()
+        for i in range(s.horizon):
+            delta = goal - p
+            dist = float(np.linalg.norm(delta))
+            # proportional steps: a chunk whose first steps go stale (asynchronous inference)
+            # still ends up at the goal, because no step assumes an earlier one already covered it
+            delta *= min(s.gain, s.step / dist) if dist > 0 else 0.0
+            actions[i, :3] = delta
+            actions[i, 6] = gripper
+            p = p + delta
+        self.stage_times = {"decode_actions": time.perf_counter() - t}
+        return ActionChunk(actions, EE_DELTA_NAMES, frame.t_capture)

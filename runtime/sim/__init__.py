@@ -1,0 +1,1 @@
+"""A MuJoCo tabletop robot behind the same Robot / Camera interfaces as the real drivers."""
