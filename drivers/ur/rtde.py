@@ -169,9 +169,7 @@ def parse_text_message(payload: bytes, version: int = PROTOCOL_VERSION) -> TextM
     m = payload[1 + n]
     source = payload[2 + n : 2 + n + m]
     level = payload[2 + n + m]
-    return TextMessage(
-        text.decode("utf-8", errors="replace"), source.decode("utf-8", errors="replace"), level
-    )
+    return TextMessage(text.decode("utf-8", errors="replace"), source.decode("utf-8", errors="replace"), level)
 
 
 def data_package(recipe_id: int, body: bytes) -> Package:
