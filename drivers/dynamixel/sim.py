@@ -46,6 +46,7 @@ class SimServo:
     model: int = 1060  # XL430-W250
     firmware: int = 46  # >= 38 has the bus watchdog
     actual: float = 2048.0  # shaft position, ticks, before the homing offset is added
+    blocked_below: float | None = None  # an object in the jaws: the shaft cannot go below this tick
     speed: float = 4096.0  # ticks/s the shaft moves at toward the goal (about 1 rev/s)
     memory: bytearray = field(default_factory=lambda: bytearray(MEMORY_SIZE))
     last_heard: float = 0.0  # monotonic seconds of the last instruction addressed to it
@@ -101,6 +102,8 @@ class SimServo:
         if self.torque and not self.hardware_error and dt > 0:
             target = self.get(Reg.GOAL_POSITION) - self.get(Reg.HOMING_OFFSET)
             move = max(-self.speed * dt, min(self.speed * dt, target - self.actual))
+            if self.blocked_below is not None and move < 0 and self.actual + move < self.blocked_below:
+                move = min(0.0, max(move, self.blocked_below - self.actual))
             self.actual += move
             velocity = move / dt
         self._sync_present(velocity)

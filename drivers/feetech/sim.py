@@ -30,6 +30,7 @@ class SimServo:
     id: int
     model: int = 777  # STS3215
     actual: float = 2048.0  # shaft position, ticks, before the homing offset is subtracted
+    blocked_below: float | None = None  # an object in the jaws: the shaft cannot go below this tick
     speed: float = 4096.0  # ticks/s toward the goal
     memory: bytearray = field(default_factory=lambda: bytearray(MEMORY_SIZE))
     pending: tuple[int, bytes] | None = None  # REG_WRITE waiting for ACTION
@@ -80,6 +81,8 @@ class SimServo:
         if self.torque and not self.error and dt > 0:
             target = self.get(Reg.GOAL_POSITION) + self.get(Reg.HOMING_OFFSET)
             move = max(-self.speed * dt, min(self.speed * dt, target - self.actual))
+            if self.blocked_below is not None and move < 0 and self.actual + move < self.blocked_below:
+                move = min(0.0, max(move, self.blocked_below - self.actual))
             self.actual += move
             velocity = move / dt
         self._sync_present(velocity)
