@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 from vla_runtime.drivers.arm import JointCalibration, ServoArm, ServoArmConfig
-from vla_runtime.drivers.base import DriverState, LifecycleError, PortLost
+from vla_runtime.drivers.base import DeviceTimeout, DriverState, LifecycleError, PortLost
 from vla_runtime.drivers.dynamixel import protocol as dxl
 from vla_runtime.drivers.dynamixel.bus import DynamixelBus
 from vla_runtime.drivers.dynamixel.sim import DynamixelSim
@@ -148,9 +148,12 @@ def test_port_loss_latches_fault_and_refuses_commands(rig):
     arm.configure()
     arm.activate()
     sim.vanish()
-    with pytest.raises(PortLost, match="plugged in"):
-        arm.command(np.zeros(5), 0.0, 0.1)
-    assert arm.state is DriverState.FAULT and arm.fault.startswith("command:")
+    # The kernel may still accept one write after the far end closed; a tick's read then fails.
+    with pytest.raises((PortLost, DeviceTimeout)):
+        for _ in range(10):
+            arm.command(np.zeros(5), 0.0, 0.1)
+            arm.read(0.0)
+    assert arm.state is DriverState.FAULT and arm.fault.split(":")[0] in ("command", "read")
     with pytest.raises(LifecycleError, match="fault"):
         arm.command(np.zeros(5), 0.0, 0.1)
     arm.deactivate()  # best effort, must not raise
