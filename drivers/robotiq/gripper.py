@@ -11,7 +11,8 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 
 from vla_runtime.drivers.base import (
     DeviceTimeout,
@@ -65,6 +66,18 @@ class RobotiqConfig:
             raise ValueError(f"gripper retries must be >= 0, got {self.retries}")
         if not (0 <= self.open_count < self.closed_count <= 255):
             raise ValueError(f"need 0 <= open_count < closed_count <= 255, got {self.open_count}, {self.closed_count}")
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, object]) -> RobotiqConfig:
+        """Build from the robot description's [gripper] keys (everything but `driver`)."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ValueError(f"[gripper] unknown key(s) {unknown} for robotiq; known: {sorted(known)}")
+        try:
+            return cls(**options)
+        except TypeError as exc:
+            raise ValueError(f"[gripper] robotiq settings: {exc}") from None
 
 
 def open_link(config: RobotiqConfig) -> Link:

@@ -12,8 +12,8 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 from vla_runtime.drivers.base import (
@@ -58,6 +58,20 @@ class URConfig:
         if self.start_timeout <= 0 or self.receive_timeout <= 0:
             raise ValueError("arm timeouts must be positive seconds")
         RTDEClientConfig(frequency=self.frequency)  # validates the rate with the client's own rule
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, object]) -> URConfig:
+        """Build from the robot description's [arm] keys; servoj/watchdog keys go to the program."""
+        top = {f.name for f in fields(cls)} - {"program"}
+        prog = {f.name for f in fields(ProgramConfig)}
+        unknown = sorted(set(options) - top - prog)
+        if unknown:
+            raise ValueError(f"[arm] unknown key(s) {unknown} for ur-rtde; known: {sorted(top | prog)}")
+        try:
+            program = ProgramConfig(**{k: v for k, v in options.items() if k in prog})
+            return cls(program=program, **{k: v for k, v in options.items() if k in top})
+        except TypeError as exc:
+            raise ValueError(f"[arm] ur-rtde settings: {exc}") from None
 
 
 def upload_program(host: str, port: int, text: str, timeout: float = 2.0) -> None:
@@ -205,3 +219,15 @@ def open_arm(config: URConfig, name: str = "arm") -> URArm:
             upload_program(config.host, config.script_port, text)
 
     return URArm(client, config, upload=upload, name=name)
+
+
+def make_arm(spec):
+    """Robot-description factory: `[arm] driver = "ur-rtde"` plus URConfig / ProgramConfig keys."""
+    config = URConfig.from_options(dict(spec.options))
+    names = tuple(j.name for j in getattr(spec, "joints", ()))
+    if names and names != UR_JOINTS:
+        raise ValueError(f"[[arm.joints]] for ur-rtde must be named {list(UR_JOINTS)} in that order, got {list(names)}")
+    try:
+        return open_arm(config)
+    except DriverError as exc:  # the controller cannot be reached: one line for the user, not a traceback
+        raise ConnectionError(str(exc)) from None
