@@ -8,17 +8,13 @@ itself against the wall clock like on real hardware.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from importlib import resources
 
+import mujoco
 import numpy as np
-
-os.environ.setdefault("MUJOCO_GL", "egl")  # offscreen rendering without a display
-
-import mujoco  # noqa: E402 - must follow the MUJOCO_GL default above
-from vla_runtime.runtime.robot import rpy_to_matrix  # noqa: E402
-from vla_runtime.runtime.sim.ik import MujocoKinematics  # noqa: E402
+from vla_runtime.runtime.robot import rpy_to_matrix
+from vla_runtime.runtime.sim.ik import MujocoKinematics
 
 logger = logging.getLogger(__name__)
 

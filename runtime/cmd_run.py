@@ -1,0 +1,236 @@
+"""`vla-runtime run` (the default command): one bounded episode of a policy on a robot.
+
+This is the one place where the robot description and the bundle become objects: the robot,
+camera, policy, safety layer, scheduler and recorder are built here and handed to the loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from pathlib import Path
+
+from vla_runtime.runtime.cli import UserError
+from vla_runtime.runtime.manifest import HEADS, SafetyDefaults
+from vla_runtime.runtime.robot_description import RobotDescription, RobotDescriptionError, load_robot_description
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TASK = "pick up the red block"
+DEFAULT_STEPS = 100  # ticks: 10 s at the default 10 Hz
+
+
+def register(sub) -> None:
+    p = sub.add_parser("run", help="run a policy bundle on a robot (default: the embedded demo on the sim)")
+    p.add_argument("--task", default=DEFAULT_TASK, help=f"instruction for the policy (default: {DEFAULT_TASK!r})")
+    p.add_argument("--bundle", metavar="DIR", help="bundle directory (default: the embedded tiny bundle, built once)")
+    p.add_argument("--head", choices=HEADS, default=None, help="head of the embedded default bundle (parallel)")
+    p.add_argument("--policy", choices=("bundle", "scripted"), default="bundle",
+                   help="'scripted': a model-free reach-and-grasp reference policy (sim only)")
+    p.add_argument("--robot", default="sim", help="built-in robot name or path to a robot TOML (default: sim)")
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"ticks to run (default {DEFAULT_STEPS})")
+    add_timing_args(p)
+    p.add_argument("--replan-every", type=int, metavar="K", help="ticks between inferences (default: bundle's)")
+    p.add_argument("--async", dest="asynchronous", action="store_true",
+                   help="infer in a worker thread while the loop keeps commanding the current chunk")
+    p.add_argument("--max-misses", type=int, default=3, metavar="N",
+                   help="consecutive deadline misses before a safe stop (default 3)")
+    p.add_argument("--record", metavar="DIR", help="record frames, states and sent actions under DIR")
+    p.add_argument("--seed", type=int, help="simulator seed (block placement)")
+    p.set_defaults(func=cmd_run)
+
+
+def add_timing_args(p: argparse.ArgumentParser) -> None:
+    """Flags shared with `profile`."""
+    p.add_argument("--hz", type=float, help="control rate in Hz (default: the bundle's control.rate_hz)")
+    p.add_argument("--backend", default="auto", choices=("auto", "cpu", "cuda", "tensorrt"),
+                   help="device that runs the graphs (default auto)")
+    p.add_argument("--allow-failed-gate", action="store_true", help="run a bundle whose INT8 accuracy gate failed")
+    p.add_argument("--profile", metavar="OUT.json", help="save the per-stage statistics as JSON")
+    p.add_argument("--trace", metavar="OUT.json", help="save every span as a Chrome/Perfetto trace")
+
+
+def open_policy(args):
+    """(policy, manifest, label) for --bundle / the embedded default; one-line errors."""
+    from vla_runtime.runtime.backends import BackendError
+    from vla_runtime.runtime.bundle import BundleError
+    from vla_runtime.runtime.default_bundle import DEFAULT_HEAD, DefaultBundleError, ensure_default_bundle
+    from vla_runtime.runtime.policy import load_policy
+
+    if args.bundle:
+        bundle_dir = Path(args.bundle)
+        if args.head:
+            raise UserError("--head only picks the embedded default bundle; drop it when passing --bundle")
+    else:
+        try:
+            bundle_dir = ensure_default_bundle(args.head or DEFAULT_HEAD, announce=lambda m: print(m, file=sys.stderr))
+        except DefaultBundleError as exc:
+            raise UserError(str(exc)) from None
+    try:
+        policy = load_policy(bundle_dir, backend=args.backend, allow_failed_gate=args.allow_failed_gate)
+    except (BundleError, BackendError, ValueError) as exc:
+        raise UserError(str(exc)) from None
+    m = policy.manifest
+    label = f"{m.model.get('name', bundle_dir.name)} ({m.head} head, {policy.backend_name})"
+    if not args.bundle:
+        label += " - the embedded random-weight demo bundle: the arm moves meaninglessly, but within the limits"
+    return policy, m, label
+
+
+def build_robot(desc: RobotDescription, seed: int | None = None):
+    """(robot, camera, world) from a description; world is the simulator or None."""
+    if desc.arm.driver == "sim":
+        if (desc.gripper and desc.gripper.driver != "sim") or desc.camera.kind != "sim":
+            raise UserError(f"{desc.source}: a sim arm needs [gripper] driver = 'sim' and [camera] kind = 'sim'")
+        try:
+            from vla_runtime.runtime.sim.robot import SimCamera, SimRobot
+            from vla_runtime.runtime.sim.world import SimConfig, SimWorld
+        except ImportError as exc:
+            raise UserError(f"the simulated robot needs MuJoCo ({exc}); pip install 'vla-runtime[sim]'") from None
+        options = dict(desc.sim)
+        if seed is not None:
+            options["seed"] = seed
+        try:
+            world = SimWorld(SimConfig(**options))
+            camera = SimCamera(world, desc.camera.width, desc.camera.height, desc.camera.options.get("name", "front"))
+        except (TypeError, ValueError, KeyError) as exc:
+            raise UserError(f"{desc.source}: bad [sim] or [camera] settings ({exc})") from None
+        return SimRobot(world, desc.name), camera, world
+    from vla_runtime.runtime.robot import DriverRobot
+
+    arm = _make_device("arm", desc.arm.driver, desc.arm, desc.source)
+    gripper = _make_device("gripper", desc.gripper.driver, desc.gripper, desc.source) if desc.gripper else None
+    camera = _make_device("camera", desc.camera.kind, desc.camera, desc.source)
+    return DriverRobot(desc.name, arm, gripper), camera, None
+
+
+def _make_device(role: str, driver: str, spec, source: str):
+    """Driver registry by naming convention: module vla_runtime.drivers.<driver> provides make_<role>(spec)."""
+    module_name = f"vla_runtime.drivers.{driver.replace('-', '_')}"
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise UserError(f"{source}: {role} driver {driver!r} is unavailable ({exc}); check the name") from None
+    factory = getattr(module, f"make_{role}", None)
+    if factory is None:
+        raise UserError(f"{source}: {module_name} provides no {role} (make_{role}); pick another {role} driver")
+    try:
+        return factory(spec)
+    except (ValueError, OSError) as exc:
+        raise UserError(f"{source}: {role} driver {driver!r}: {exc}") from None
+
+
+def cmd_run(args) -> int:
+    if args.steps < 1:
+        raise UserError(f"--steps {args.steps}: must be at least 1 tick")
+    if args.hz is not None and not (0 < args.hz <= 1000):
+        raise UserError(f"--hz {args.hz}: must be in (0, 1000]")
+    if args.max_misses < 1:
+        raise UserError("--max-misses must be at least 1")
+    try:
+        desc = load_robot_description(args.robot)
+    except RobotDescriptionError as exc:
+        raise UserError(str(exc)) from None
+    return run_episode(args, desc)
+
+
+
+def target_block(task: str) -> str:
+    """The sim block a task names (red by default); used by the scripted policy and the summary."""
+    for colour in ("red", "green", "blue"):
+        if colour in task.lower():
+            return f"{colour}_block"
+    return "red_block"
+
+
+def run_episode(args, desc: RobotDescription) -> int:
+    from vla_runtime.runtime.loop import ControlLoop, LoopConfig
+    from vla_runtime.runtime.profiler import Profiler
+    from vla_runtime.runtime.recorder import EpisodeRecorder
+    from vla_runtime.runtime.safety import ActionSafety, SafetyConfigError, SafetyLimits
+    from vla_runtime.runtime.scheduler import Scheduler, SchedulerConfig
+    from vla_runtime.runtime.trace import write_trace
+
+    policy = None
+    if args.policy == "bundle":  # verify the bundle before anything can move
+        policy, manifest, label = open_policy(args)
+        action, control, defaults = manifest.action, manifest.control, manifest.safety
+        kind, dim, horizon = action.kind, action.dim, action.horizon
+        rate, replan = control.rate_hz, control.replan_every
+        bundle_name = str(args.bundle or manifest.model.get("name", "default"))
+    robot, camera, world = build_robot(desc, args.seed)
+    try:
+        if args.policy == "scripted":
+            from vla_runtime.runtime.scripted import GraspScript, ScriptedGraspPolicy
+
+            if world is None:
+                raise UserError("--policy scripted needs the simulated robot (--robot sim)")
+            block = target_block(args.task)
+            policy = ScriptedGraspPolicy(lambda: world.body_position(block), GraspScript())
+            kind, dim, horizon, rate, replan = "ee_delta", 7, policy.script.horizon, 10.0, 2
+            defaults, bundle_name = SafetyDefaults(), "scripted"
+            label = "scripted reach-and-grasp reference (reads the block position from the simulator)"
+        rate = args.hz or rate
+        replan = args.replan_every or replan
+        if not (1 <= replan <= horizon):
+            raise UserError(f"--replan-every {replan}: must be between 1 and the chunk length {horizon}")
+        if kind != desc.mapping:
+            raise UserError(
+                f"the policy emits {kind} actions but {desc.source} maps actions as {desc.mapping}; "
+                "set [action] mapping to match or use another bundle"
+            )
+        try:
+            limits = SafetyLimits.from_sources(
+                defaults, desc.safety, desc.joint_min, desc.joint_max, desc.joint_max_velocity
+            )
+            safety = ActionSafety(limits, kind, dim, robot.kinematics, len(robot.joint_names))
+            sched = Scheduler(SchedulerConfig(rate, max_consecutive_misses=args.max_misses), Profiler(1.0 / rate))
+        except (SafetyConfigError, ValueError) as exc:
+            raise UserError(f"{desc.source}: {exc}") from None
+        recorder = None
+        if args.record:
+            try:
+                recorder = EpisodeRecorder(args.record, args.task, rate, bundle_name, desc.name)
+            except ValueError as exc:
+                raise UserError(str(exc)) from None
+        config = LoopConfig(args.steps, replan, args.asynchronous, limits.max_consecutive_rejects)
+        loop = ControlLoop(config, policy, robot, camera, safety, sched, recorder)
+        start = world.body_position(target_block(args.task)) if world is not None else None
+        result = loop.run(args.task)
+    finally:
+        for part in (robot, camera, policy):
+            close = getattr(part, "close", None)
+            if close is not None:
+                close()
+    mode = "async" if args.asynchronous else "sync"
+    print(f"policy: {label}")
+    print(f"robot: {desc.name} ({desc.mapping}) | {rate:g} Hz, replan every {replan} of {horizon}, {mode}")
+    print(sched.profiler.table())
+    print(result.safety.summary())
+    print(
+        f"episode: {result.stop_reason} after {result.ticks} ticks | {result.inferences} inferences"
+        f" (warm-up {result.warmup_s * 1e3:.0f} ms) | starved ticks {result.starved_ticks}"
+        f" | stale chunk steps dropped {result.stale_steps_dropped}"
+    )
+    if start is not None:
+        end = world.body_position(target_block(args.task))
+        moved = float(((end - start)[:2] ** 2).sum() ** 0.5)
+        print(f"sim: {target_block(args.task)} moved {moved:.3f} m sideways, lifted {end[2] - start[2]:+.3f} m")
+    extra = {"episode": {"stop_reason": result.stop_reason, "ticks": result.ticks,
+                         "inferences": result.inferences, "starved_ticks": result.starved_ticks},
+             "safety": result.safety.to_json(), "policy": label, "robot": desc.name}
+    if args.profile:
+        print(f"profile: {sched.profiler.save_json(args.profile, extra)}")
+    if args.trace:
+        print(f"trace: {write_trace(sched.profiler, args.trace, extra)}")
+    if recorder is not None:
+        print(f"recorded: {recorder.close()}")
+    if result.stop_reason == "completed":
+        return 0
+    if result.stop_reason == "interrupted":
+        print("interrupted: robot held and deactivated", file=sys.stderr)
+        return 130
+    print(f"error: episode stopped ({result.stop_reason}); robot held and deactivated", file=sys.stderr)
+    return 1

@@ -1,0 +1,80 @@
+"""The embedded default: a tiny random-weight bundle built once into the user's cache.
+
+Building needs torch, which the runtime never imports, so the exporter runs in a subprocess
+(its progress bar goes straight to the terminal). It writes into a staging folder that is
+renamed into place only when complete, so an interrupted first run leaves nothing half-built
+and the next run simply starts over. Later runs find the folder and start in seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+from vla_runtime.runtime.manifest import MANIFEST_NAME
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_HEAD = "parallel"  # one graph call per chunk: the quickest first build and the quickest tick
+DEFAULT_PRESET = "tiny"
+
+
+class DefaultBundleError(RuntimeError):
+    """The default bundle could not be built; the message says what to do instead."""
+
+
+def package_version() -> str:
+    try:
+        return metadata.version("vla-runtime")
+    except metadata.PackageNotFoundError:
+        return "0"
+
+
+def cache_root() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "vla-runtime"
+
+
+def default_bundle_dir(head: str = DEFAULT_HEAD) -> Path:
+    return cache_root() / f"default-{package_version()}-{head}"
+
+
+def ensure_default_bundle(head: str = DEFAULT_HEAD, announce=None) -> Path:
+    """Return the cached default bundle for `head`, building it first if needed."""
+    target = default_bundle_dir(head)
+    if (target / MANIFEST_NAME).is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.with_name(f"{target.name}.partial-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    if announce is not None:
+        announce(f"building the default {DEFAULT_PRESET} {head} bundle (first run only) into {target}")
+    cmd = [sys.executable, "-m", "vla_runtime.export.cli", "build", "--preset", DEFAULT_PRESET,
+           "--head", head, "--out", str(staging)]
+    proc = subprocess.Popen(cmd, stdout=sys.stderr)  # the exporter's progress bar stays visible
+    try:
+        code = proc.wait()
+    except BaseException:  # Ctrl-C or anything else: stop the build and leave no partial bundle
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if code != 0 or not (staging / MANIFEST_NAME).is_file():
+        shutil.rmtree(staging, ignore_errors=True)
+        raise DefaultBundleError(
+            f"building the default bundle failed (exit {code}); install the exporter with "
+            "`pip install -e \".[dev]\"` or pass --bundle DIR"
+        )
+    try:
+        os.replace(staging, target)
+    except OSError:  # another run finished first; theirs is as good as ours
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
