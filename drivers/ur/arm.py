@@ -45,6 +45,7 @@ class URConfig:
     script_port: int = 30002  # secondary interface that runs a program sent to it
     upload_script: bool = True  # False: an operator starts vla_control.script on the pendant
     frequency: float = 125.0  # Hz of the state stream; 125 suits CB3 and e-Series alike
+    setup_timeout: float = 1.0  # seconds for each RTDE setup reply (version, recipes, start)
     start_timeout: float = 5.0  # seconds for the program to report HOLDING after activate()
     receive_timeout: float = 0.1  # seconds read() waits for a state package (one 10 Hz tick)
     program: ProgramConfig = field(default_factory=ProgramConfig)  # registers, watchdog, servoj settings
@@ -55,7 +56,7 @@ class URConfig:
         for name in ("port", "script_port"):
             if not 0 < getattr(self, name) < 65536:
                 raise ValueError(f"arm {name} must be 1..65535, got {getattr(self, name)}")
-        if self.start_timeout <= 0 or self.receive_timeout <= 0:
+        if min(self.setup_timeout, self.start_timeout, self.receive_timeout) <= 0:
             raise ValueError("arm timeouts must be positive seconds")
         RTDEClientConfig(frequency=self.frequency)  # validates the rate with the client's own rule
 
@@ -180,6 +181,8 @@ class URArm(ArmDriver):
 
     def _on_fault(self) -> None:
         """Best effort: ask the program to stop; if the link is gone the controller's watchdog stops it."""
+        if self.client.input is None:
+            return  # setup never finished, so no program can be running on our behalf
         try:
             self._send(Command.STOP, np.asarray(self.last_state.get("actual_q", (0.0,) * 6), dtype=np.float64))
         except (DriverError, OSError) as exc:
@@ -211,7 +214,12 @@ class URArm(ArmDriver):
 def open_arm(config: URConfig, name: str = "arm") -> URArm:
     """Connect the RTDE socket and build the driver; nothing is set up until configure()."""
     transport = TcpTransport(TcpConfig(host=config.host, port=config.port))
-    client = RTDEClient(transport, RTDEClientConfig(frequency=config.frequency, receive_timeout=config.receive_timeout))
+    client = RTDEClient(
+        transport,
+        RTDEClientConfig(
+            frequency=config.frequency, setup_timeout=config.setup_timeout, receive_timeout=config.receive_timeout
+        ),
+    )
     upload = None
     if config.upload_script:
 
