@@ -3,8 +3,8 @@
 The policy was trained on images resized by PIL (transformers' SigLIP processor hands uint8
 images to `PIL.Image.resize`), so a "close enough" resize would feed the model pixels it never
 saw. This module reproduces PIL's separable resampling exactly: the same filter taps, the same
-22-bit fixed-point coefficients, the same rounding and the same uint8 intermediate between the
-horizontal and the vertical pass. Then rescale and normalise fold into one multiply-add per
+22-bit fixed-point coefficients, the same rounding, the same pass order and the same uint8
+intermediate between the two passes. Then rescale and normalise fold into one multiply-add per
 channel, written into a buffer reused every tick.
 """
 
@@ -48,7 +48,7 @@ _FILTERS: dict[str, tuple[Callable[[float], float], float]] = {
 def resample_taps(in_size: int, out_size: int, resample: str) -> tuple[np.ndarray, np.ndarray]:
     """Source indices and fixed-point weights of every output pixel along one axis.
 
-    Returns (index intp [out, K], weight int64 [out, K]); unused taps have weight 0. Weights
+    Returns (index intp [out, K], weight int32 [out, K]); unused taps have weight 0. Weights
     of one output pixel sum to about 2**22. Widening the filter by the downscale factor is
     what makes this an antialiased (area-aware) resize, as in PIL.
     """
@@ -60,7 +60,7 @@ def resample_taps(in_size: int, out_size: int, resample: str) -> tuple[np.ndarra
         for x in range(out_size):
             index[x] = min(int(coord), in_size - 1)
             coord += step
-        return index[:, None], np.full((out_size, 1), 1 << _PRECISION_BITS, dtype=np.int64)
+        return index[:, None], np.full((out_size, 1), 1 << _PRECISION_BITS, dtype=np.int32)
     filt, base_support = _FILTERS[resample]
     scale = in_size / out_size
     filterscale = max(scale, 1.0)
@@ -68,7 +68,7 @@ def resample_taps(in_size: int, out_size: int, resample: str) -> tuple[np.ndarra
     inv = 1.0 / filterscale
     width = int(math.ceil(support)) * 2 + 1
     index = np.zeros((out_size, width), dtype=np.intp)  # [out, K]
-    weight = np.zeros((out_size, width), dtype=np.int64)  # [out, K]
+    weight = np.zeros((out_size, width), dtype=np.int32)  # [out, K], PIL's 32-bit fixed point
     for xx in range(out_size):
         center = (xx + 0.5) * scale
         xmin = max(int(center - support + 0.5), 0)
@@ -96,8 +96,9 @@ class _AxisResampler:
         bshape = (-1, 1, 1) if axis == 0 else (1, -1, 1)
         self._w = [self.weight[:, k].reshape(bshape) for k in range(self.weight.shape[1])]
         self._gather = np.empty(self.out_shape, dtype=np.uint8)  # [H', W', 3] one tap's source pixels
-        self._term = np.empty(self.out_shape, dtype=np.int64)  # [H', W', 3] one tap's contribution
-        self._acc = np.empty(self.out_shape, dtype=np.int64)  # [H', W', 3] fixed-point sum
+        # int32 like PIL: 255 * 2**22 per tap plus headroom for the filter's negative lobes
+        self._term = np.empty(self.out_shape, dtype=np.int32)  # [H', W', 3] one tap's contribution
+        self._acc = np.empty(self.out_shape, dtype=np.int32)  # [H', W', 3] fixed-point sum
         self.out = np.empty(self.out_shape, dtype=np.uint8)  # [H', W', 3] result, reused
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
@@ -134,13 +135,15 @@ class Preprocessor:
         plan = self._plans.get((height, width))
         if plan is None:
             size, resample = self.config.image_size, self.config.resample
-            plan = []
-            shape = (height, width, 3)
-            if width != size:  # PIL resizes horizontally first, through a uint8 intermediate
-                plan.append(_AxisResampler(shape, 1, size, resample))
-                shape = plan[-1].out_shape
-            if height != size:
-                plan.append(_AxisResampler(shape, 0, size, resample))
+            # Pillow (13) runs the vertical pass first when the height shrinks by more than twice
+            # as many pixels as the width; the order changes the uint8 intermediate, so follow it.
+            vertical_first = max(height - size, 0) > 2 * max(width - size, 0)
+            axes = (0, 1) if vertical_first else (1, 0)
+            plan, shape = [], (height, width, 3)
+            for axis in axes:
+                if shape[axis] != size:
+                    plan.append(_AxisResampler(shape, axis, size, resample))
+                    shape = plan[-1].out_shape
             self._plans[(height, width)] = plan
             logger.debug("preprocess: new resampling plan %dx%d -> %dx%d (%s)", width, height, size, size, resample)
         return plan
