@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from vla_runtime.drivers.base import ArmDriver, DriverError, JointReading
+from vla_runtime.drivers.base import ArmDriver, DriverError, JointReading, PortLost
 from vla_runtime.drivers.link import Link
 
 logger = logging.getLogger(__name__)
@@ -186,7 +186,10 @@ class ServoArm(ArmDriver):
         for servo_id in self.ids:
             try:
                 self.bus.set_torque([servo_id], False)
-            except Exception as exc:  # noqa: BLE001 - keep trying the other servos
+            except PortLost as exc:
+                logger.warning("%s: cannot reach the servos (%s); only a device watchdog can stop them", self.name, exc)
+                return
+            except (DriverError, OSError) as exc:  # keep trying the other servos
                 logger.warning("%s: torque off for id %d failed: %s", self.name, servo_id, exc)
 
     def _on_close(self) -> None:

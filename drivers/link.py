@@ -118,7 +118,7 @@ class Link(Generic[M]):
                 if attempt:
                     self.stats.retries += 1
                     logger.debug("%s: retry %d after: %s", self.name, attempt, err)
-                    self.transport.reset_input()
+                self.transport.reset_input()  # a late reply to an abandoned request must not answer this one
                 self.transport.write(frame)
                 replies, err = self._collect(expect, count, timeout)
                 if err is None:

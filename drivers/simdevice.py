@@ -171,8 +171,8 @@ class PtySimulator(ABC):
     def vanish(self) -> None:
         """Close our end of the pty now, as if the USB adapter were pulled."""
         logger.info("%s: port vanishing", self.port)
-        self._close_fds()
         self.vanished.set()
+        self._close_fds()
 
     def _close_fds(self) -> None:
         for fd in (self._master, self._slave):

@@ -13,6 +13,7 @@ import logging
 import os
 import select
 import socket
+import sys
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
@@ -20,6 +21,13 @@ import serial
 from vla_runtime.drivers.base import DeviceTimeout, PortLost
 
 logger = logging.getLogger(__name__)
+
+if sys.platform != "win32":
+    import termios
+
+    _TTY_ERRORS: tuple[type[BaseException], ...] = (serial.SerialException, OSError, ValueError, termios.error)
+else:  # pragma: no cover - Windows has no termios
+    _TTY_ERRORS = (serial.SerialException, OSError, ValueError)
 
 
 class Transport(ABC):
@@ -129,8 +137,8 @@ class SerialTransport(Transport):
     def reset_input(self) -> None:
         try:
             self._ser.reset_input_buffer()
-        except (serial.SerialException, OSError, ValueError) as exc:
-            raise PortLost(f"{self.name}: port unusable ({exc})") from exc
+        except _TTY_ERRORS as exc:  # a hung-up pty raises termios.error, which is not an OSError
+            raise PortLost(f"{self.name}: port gone ({exc}); is the adapter still plugged in?") from exc
 
     def close(self) -> None:
         try:
