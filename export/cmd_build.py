@@ -1,0 +1,58 @@
+"""`vla-export build`: model -> verified bundle directory, with parity printed."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from vla_runtime.export.presets import HEADS, PRESETS
+from vla_runtime.runtime.cli import UserError
+
+logger = logging.getLogger(__name__)
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "build",
+        help="export a VLA into verified ONNX component graphs and a bundle",
+        description="Build the reference VLA (a size preset) or a local checkpoint, export its graphs, "
+        "prove parity against PyTorch and write a bundle directory.",
+    )
+    p.add_argument("--head", required=True, choices=HEADS, help="action head")
+    p.add_argument("--preset", default="tiny", choices=PRESETS, help="size preset (ignored with --checkpoint)")
+    p.add_argument("--checkpoint", metavar="DIR", help="local checkpoint: config.json + model.safetensors + "
+                   "tokenizer.json + norm_stats.json")
+    p.add_argument("--out", required=True, metavar="DIR", help="bundle directory to create")
+    p.add_argument("--seed", type=int, default=0, help="weights seed (presets) and flow noise seed")
+    p.add_argument("--force", action="store_true", help="replace a non-empty --out")
+    p.add_argument("--save-checkpoint", metavar="DIR", help="also write the model as a checkpoint directory")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from vla_runtime.export.build import BuildError, build_from_source, load_source
+    from vla_runtime.export.checkpoint import CheckpointError, save_checkpoint
+    from vla_runtime.export.onnx_export import ExportError
+    from vla_runtime.export.parity import ParityError
+    from vla_runtime.runtime.cmd_inspect import parity_lines
+    from vla_runtime.runtime.manifest import load_manifest
+
+    start = time.perf_counter()
+    try:
+        source = load_source(args.head, preset=args.preset, checkpoint=args.checkpoint, seed=args.seed)
+        if args.save_checkpoint:
+            saved = save_checkpoint(source, args.save_checkpoint)
+            print(f"checkpoint written to {saved}")
+        out = build_from_source(source, Path(args.out), seed=args.seed, force=args.force)
+    except (BuildError, CheckpointError, ExportError, ParityError, ValueError) as exc:
+        raise UserError(str(exc)) from None
+    manifest = load_manifest(out)
+    m = manifest.model
+    print(f"model: {m['name']} ({m['parameters'] / 1e6:.2f}M parameters, {m['source']})")
+    for role, seconds in m.get("export_seconds", {}).items():
+        print(f"  exported {role:<9} in {seconds:.1f} s")
+    for line in parity_lines(manifest.parity):
+        print(line)
+    print(f"bundle: {out}  ({time.perf_counter() - start:.1f} s)")
+    return 0

@@ -1,0 +1,128 @@
+"""Assemble the bundle manifest from what the build actually produced.
+
+Every value is read from the model, tokenizer, exported graphs or installed tools, never
+typed in twice: graph I/O specs come from the ONNX files, the preprocessing constants from
+the vision config, the action ids from the tokenizer.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+from importlib import metadata
+from pathlib import Path
+
+from vla_runtime.export.checkpoint import Source
+from vla_runtime.export.model import count_parameters
+from vla_runtime.export.onnx_export import OPSET, GraphInfo
+from vla_runtime.export.tokenizer import BOS, PROMPT_TEMPLATE
+from vla_runtime.runtime.bundle import hash_tree
+from vla_runtime.runtime.manifest import (
+    SCHEMA_VERSION,
+    ActionSpace,
+    Control,
+    DecodeSettings,
+    GraphSpec,
+    Manifest,
+    Normalization,
+    Preprocess,
+    Prompt,
+    SafetyDefaults,
+    Target,
+    TensorSpec,
+)
+
+logger = logging.getLogger(__name__)
+
+TOKENIZER_NAME = "tokenizer.json"
+MAX_PROMPT_TOKENS = 48  # ids incl. BOS; the prefill graph's prompt axis accepts up to 512
+CONTROL_RATE_HZ = 10.0
+# SigLIP's processor (transformers SiglipImageProcessor): bicubic resize, x/255, mean = std = 0.5.
+SIGLIP_RESCALE = 1.0 / 255.0
+SIGLIP_MEAN = (0.5, 0.5, 0.5)
+SIGLIP_STD = (0.5, 0.5, 0.5)
+SIGLIP_RESAMPLE = "bicubic"
+
+
+def tool_versions() -> dict:
+    versions = {"opset": OPSET, "python": platform.python_version()}
+    for dist in ("vla-runtime", "torch", "transformers", "onnx", "onnxscript", "onnxruntime", "tokenizers"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = "not installed"
+    return versions
+
+
+def _graph_spec(info: GraphInfo) -> GraphSpec:
+    def tensors(infos):
+        return tuple(TensorSpec(t.name, t.dtype, tuple(t.shape)) for t in infos)
+
+    return GraphSpec(role=info.role, file=info.file, inputs=tensors(info.inputs), outputs=tensors(info.outputs))
+
+
+def build_manifest(source: Source, graphs: list[GraphInfo], bundle_dir: Path, seed: int, parity: dict) -> Manifest:
+    """A validated Manifest for the files now in `bundle_dir` (hashes taken here)."""
+    cfg, norm, tok = source.cfg, source.norm, source.tokenizer
+    pg = source.model.vlm.config
+    action = ActionSpace(
+        dim=cfg.action_dim,
+        horizon=cfg.horizon,
+        names=norm.names,
+        units=norm.units,
+        kind=norm.space,
+        normalization=Normalization(
+            kind=norm.kind, low=norm.low, high=norm.high, mean=norm.mean, std=norm.std, mask=norm.mask
+        ),
+        bins=cfg.bins,
+        action_token_offset=source.model.action_token_offset,
+    )
+    decode = DecodeSettings(
+        head=cfg.head,
+        flow_steps=cfg.flow_steps,
+        noise_seed=seed,
+        condition_on_past_action=cfg.condition_on_past_action if cfg.head == "parallel" else False,
+        num_layers=cfg.text_layers,
+        num_kv_heads=cfg.text_kv_heads,
+        head_dim=cfg.head_dim,
+    )
+    model_info = {
+        "name": f"reference-vla-{cfg.preset}-{cfg.head}",
+        "architecture": "PaliGemma (SigLIP vision + Gemma decoder)",
+        "preset": cfg.preset,
+        "head": cfg.head,
+        "source": source.origin,
+        "seed": seed,
+        "parameters": count_parameters(source.model),
+        "vocab_size": source.model.vocab_size,
+        "image_tokens": cfg.num_image_tokens,
+        "hidden_size": cfg.text_hidden,
+        "config": cfg.to_json(),
+        "export_seconds": {g.role: g.seconds for g in graphs},
+    }
+    return Manifest(
+        schema_version=SCHEMA_VERSION,
+        model=model_info,
+        graphs={g.role: _graph_spec(g) for g in graphs},
+        preprocess=Preprocess(
+            image_size=pg.vision_config.image_size,
+            rescale_factor=SIGLIP_RESCALE,
+            image_mean=SIGLIP_MEAN,
+            image_std=SIGLIP_STD,
+            resample=SIGLIP_RESAMPLE,
+        ),
+        prompt=Prompt(
+            template=PROMPT_TEMPLATE,
+            tokenizer_file=TOKENIZER_NAME,
+            bos_token_id=tok.token_to_id(BOS),
+            max_tokens=MAX_PROMPT_TOKENS,
+        ),
+        action=action,
+        decode=decode,
+        control=Control(rate_hz=CONTROL_RATE_HZ, replan_every=max(1, cfg.horizon // 2)),
+        safety=SafetyDefaults(),
+        target=Target(kind="cpu"),
+        files=hash_tree(bundle_dir),
+        parity=parity,
+        versions=tool_versions(),
+    )

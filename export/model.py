@@ -1,0 +1,170 @@
+"""The reference VLA: a transformers PaliGemma backbone (SigLIP + Gemma) with one action head.
+
+The backbone is the real `PaliGemmaForConditionalGeneration`, built from a config, so a user's
+fine-tuned checkpoint loads into the same classes. The `reference_*` methods run the backbone
+through transformers' own full forward (prefix-LM mask, image placeholders, no cache); the
+exported graphs are a decomposition of that forward and parity compares the two.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import nn
+from transformers import GemmaConfig, PaliGemmaConfig, PaliGemmaForConditionalGeneration, SiglipVisionConfig
+from vla_runtime.export.flow_expert import FlowExpert
+from vla_runtime.export.presets import VLAConfig
+
+logger = logging.getLogger(__name__)
+
+
+def paligemma_config(cfg: VLAConfig, vocab_size: int) -> PaliGemmaConfig:
+    """PaliGemma config for these sizes; eager attention keeps the explicit prefix mask in the trace."""
+    vision = SiglipVisionConfig(
+        hidden_size=cfg.vision_hidden,
+        intermediate_size=cfg.vision_mlp,
+        num_hidden_layers=cfg.vision_layers,
+        num_attention_heads=cfg.vision_heads,
+        image_size=cfg.image_size,
+        patch_size=cfg.patch_size,
+        vision_use_head=False,
+    )
+    text = GemmaConfig(
+        vocab_size=vocab_size,
+        hidden_size=cfg.text_hidden,
+        intermediate_size=cfg.text_mlp,
+        num_hidden_layers=cfg.text_layers,
+        num_attention_heads=cfg.text_heads,
+        num_key_value_heads=cfg.text_kv_heads,
+        head_dim=cfg.head_dim,
+        max_position_embeddings=1024,
+    )
+    config = PaliGemmaConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_index=vocab_size,  # out of vocabulary: placeholders never collide with real ids
+        vocab_size=vocab_size,
+        projection_dim=cfg.text_hidden,
+        hidden_size=cfg.text_hidden,
+    )
+    config._attn_implementation = "eager"
+    config.text_config._attn_implementation = "eager"
+    config.vision_config._attn_implementation = "eager"
+    return config
+
+
+class ReferenceVLA(nn.Module):
+    """PaliGemma backbone + the head named by `cfg.head`."""
+
+    def __init__(self, cfg: VLAConfig, vocab_size: int, action_token_offset: int):
+        super().__init__()
+        if action_token_offset != vocab_size - cfg.bins:
+            raise ValueError("action ids must be the last `bins` ids of the vocabulary")
+        self.cfg = cfg
+        self.vocab_size = vocab_size
+        self.action_token_offset = action_token_offset
+        self.vlm = PaliGemmaForConditionalGeneration(paligemma_config(cfg, vocab_size))
+        self.action_head: nn.Module | None = None
+        self.expert: FlowExpert | None = None
+        if cfg.head == "parallel":
+            out = cfg.horizon * cfg.action_dim * cfg.bins
+            self.action_head = nn.Sequential(
+                nn.Linear(cfg.text_hidden, cfg.head_hidden),
+                nn.GELU(approximate="tanh"),
+                nn.Linear(cfg.head_hidden, out),
+            )
+        elif cfg.head == "flow":
+            self.expert = FlowExpert(cfg)
+        self.eval()
+
+    # --- pieces shared by the graph wrappers and the reference path -----------------------------
+
+    @property
+    def language_model(self):
+        return self.vlm.model.language_model
+
+    def image_embeds(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.vlm.model.get_image_features(pixel_values).pooler_output  # [B, N, E]
+
+    def pool(self, hidden: torch.Tensor, past_action: torch.Tensor | None) -> torch.Tensor:
+        """Mean over the prefix; past bins enter through their action-token embeddings."""
+        pooled = hidden.mean(dim=1)  # [B, E]
+        if self.cfg.condition_on_past_action and past_action is not None:
+            emb = self.language_model.embed_tokens(past_action + self.action_token_offset)  # [B, D, E]
+            pooled = pooled + emb.mean(dim=1)  # [B, E]
+        return pooled
+
+    def head_logits(self, pooled: torch.Tensor) -> torch.Tensor:
+        c = self.cfg
+        return self.action_head(pooled).reshape(-1, c.horizon, c.action_dim, c.bins)  # [B, H, D, 256]
+
+    def action_slice(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits[..., self.action_token_offset : self.action_token_offset + self.cfg.bins]  # [..., 256]
+
+    # --- reference path: transformers' own full forward, no cache -------------------------------
+
+    def _full_inputs(self, input_ids: torch.Tensor, suffix: torch.Tensor | None):
+        n = self.cfg.num_image_tokens
+        image_ids = torch.full((1, n), self.vlm.config.image_token_id, dtype=torch.long)  # [1, N]
+        parts = [image_ids, input_ids] + ([suffix] if suffix is not None else [])
+        ids = torch.cat(parts, dim=1)  # [1, N+T(+k)]
+        token_type = torch.zeros_like(ids)  # 0 = bidirectional prefix
+        if suffix is not None:
+            token_type[:, n + input_ids.shape[1] :] = 1  # generated ids are causal
+        return ids, token_type
+
+    @torch.no_grad()
+    def reference_hidden(self, pixel_values: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+        ids, token_type = self._full_inputs(input_ids, None)
+        out = self.vlm.model(input_ids=ids, pixel_values=pixel_values, token_type_ids=token_type, use_cache=False)
+        return out.last_hidden_state  # [1, N+T, E]
+
+    @torch.no_grad()
+    def reference_token_logits(
+        self, pixel_values: torch.Tensor, input_ids: torch.Tensor, generated: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Action logits after the prompt and `generated` action ids, via one uncached forward."""
+        ids, token_type = self._full_inputs(input_ids, generated)
+        out = self.vlm(input_ids=ids, pixel_values=pixel_values, token_type_ids=token_type, use_cache=False)
+        return self.action_slice(out.logits[:, -1])  # [1, 256]
+
+    @torch.no_grad()
+    def reference_tokens(self, pixel_values: torch.Tensor, input_ids: torch.Tensor) -> list[int]:
+        """Greedy bins for D dims, each step re-running the whole sequence."""
+        bins: list[int] = []
+        for _ in range(self.cfg.action_dim):
+            gen = torch.tensor([[self.action_token_offset + b for b in bins]], dtype=torch.long) if bins else None
+            bins.append(int(self.reference_token_logits(pixel_values, input_ids, gen).argmax(-1)))
+        return bins
+
+    @torch.no_grad()
+    def reference_parallel_logits(
+        self, pixel_values: torch.Tensor, input_ids: torch.Tensor, past_action: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return self.head_logits(self.pool(self.reference_hidden(pixel_values, input_ids), past_action))
+
+    @torch.no_grad()
+    def reference_flow(
+        self, pixel_values: torch.Tensor, input_ids: torch.Tensor, noise: torch.Tensor, steps: int
+    ) -> torch.Tensor:
+        """Euler-integrate the expert from noise (t=1) to t=0; returns normalised actions [H, D]."""
+        context = self.reference_hidden(pixel_values, input_ids)  # [1, L, E]
+        x = noise[None].float()  # [1, H, D]
+        for k in range(steps):
+            t = torch.tensor([1.0 - k / steps], dtype=torch.float32)  # [1]
+            x = x - (1.0 / steps) * self.expert(context, x, t)  # [1, H, D]
+        return x[0]
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Unique parameters (tied embeddings counted once)."""
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+
+
+def build_model(cfg: VLAConfig, vocab_size: int, action_token_offset: int, seed: int = 0) -> ReferenceVLA:
+    """Seeded random weights: the same (cfg, seed) always gives the same model."""
+    torch.manual_seed(seed)
+    model = ReferenceVLA(cfg, vocab_size, action_token_offset)
+    logger.info("built %s/%s VLA with %.2fM parameters", cfg.preset, cfg.head, count_parameters(model) / 1e6)
+    return model

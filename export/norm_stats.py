@@ -1,0 +1,91 @@
+"""Action normalisation statistics: they travel with the model, from checkpoint to bundle.
+
+The network works in [-1, 1] per dimension; the robot needs metres, radians and a gripper
+opening. OpenVLA maps [-1, 1] onto each dimension's 1st..99th percentile (q01_q99); other
+policies standardise (mean_std). The statistics are part of the model, never guessed on board.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+NORM_STATS_FILE = "norm_stats.json"
+
+EE_DELTA_NAMES = ("dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper")
+EE_DELTA_UNITS = ("m", "m", "m", "rad", "rad", "rad", "open")
+
+
+@dataclass(frozen=True)
+class NormStats:
+    kind: str  # "q01_q99" | "mean_std" | "none"
+    names: tuple[str, ...]  # D dimension names
+    units: tuple[str, ...]  # D units
+    low: tuple[float, ...] = ()  # q01 per dim, physical units (q01_q99)
+    high: tuple[float, ...] = ()  # q99 per dim, physical units (q01_q99)
+    mean: tuple[float, ...] = ()  # per dim, physical units (mean_std)
+    std: tuple[float, ...] = ()  # per dim, physical units (mean_std), > 0
+    mask: tuple[bool, ...] = ()  # False: dim stays in model units (gripper already 0..1)
+    space: str = "ee_delta"  # "ee_delta" | "joint_position"
+
+    def __post_init__(self):
+        d = len(self.names)
+        if self.kind not in ("q01_q99", "mean_std", "none"):
+            raise ValueError(f"norm stats kind {self.kind!r} is not q01_q99|mean_std|none")
+        if len(self.units) != d:
+            raise ValueError(f"norm stats need {d} units, got {len(self.units)}")
+        wanted = {"q01_q99": ("low", "high"), "mean_std": ("mean", "std"), "none": ()}[self.kind]
+        for key in wanted + (("mask",) if self.mask else ()):
+            if len(getattr(self, key)) != d:
+                raise ValueError(f"norm stats field {key!r} needs {d} values")
+        if self.kind == "q01_q99" and any(lo >= hi for lo, hi in zip(self.low, self.high, strict=True)):
+            raise ValueError("norm stats: every q01 must be below its q99")
+        if self.kind == "mean_std" and any(s <= 0 for s in self.std):
+            raise ValueError("norm stats: every std must be > 0")
+
+    @property
+    def dim(self) -> int:
+        return len(self.names)
+
+    def to_json(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}
+
+    @classmethod
+    def from_json(cls, doc: dict) -> NormStats:
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(doc) - known)
+        if unknown:
+            raise ValueError(f"unknown norm stats field(s) {unknown}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in doc.items()})
+
+
+def default_norm_stats() -> NormStats:
+    """Plausible tabletop statistics for the 7-D end-effector delta space (10 Hz control)."""
+    return NormStats(
+        kind="q01_q99",
+        names=EE_DELTA_NAMES,
+        units=EE_DELTA_UNITS,
+        low=(-0.015, -0.015, -0.015, -0.08, -0.08, -0.08, 0.0),  # metres / radians per tick
+        high=(0.015, 0.015, 0.015, 0.08, 0.08, 0.08, 1.0),
+        mask=(True, True, True, True, True, True, False),
+    )
+
+
+def save_norm_stats(stats: NormStats, directory: Path) -> Path:
+    path = Path(directory) / NORM_STATS_FILE
+    path.write_text(json.dumps(stats.to_json(), indent=2) + "\n")
+    return path
+
+
+def load_norm_stats(directory: Path) -> NormStats:
+    path = Path(directory) / NORM_STATS_FILE
+    try:
+        return NormStats.from_json(json.loads(path.read_text()))
+    except FileNotFoundError:
+        raise ValueError(f"{path}: missing; a checkpoint carries its action statistics in {NORM_STATS_FILE}") from None
+    except (json.JSONDecodeError, TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: {exc}") from None

@@ -1,0 +1,210 @@
+"""Parity: the exported graphs against the PyTorch model, per graph and at the action level.
+
+Two levels, both compared rather than hard-coded. Per graph: each ONNX graph and its PyTorch
+wrapper get identical inputs (taken from the PyTorch side, so errors do not compound) and the
+max abs difference over all outputs is reported. Per action: the onboard inference path runs
+the whole bundle, and the reference model runs transformers' own uncached PaliGemma forward
+on the same pixel_values, input_ids and noise; tokens and parallel heads must pick identical
+bins, the flow head's chunk must agree within a tolerance.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from vla_runtime.export import graphs as G
+from vla_runtime.export.model import ReferenceVLA
+from vla_runtime.export.ort_actions import OrtGraphs, flow_noise
+from vla_runtime.runtime.manifest import Manifest
+from vla_runtime.runtime.preprocess import Preprocessor
+from vla_runtime.runtime.tokenizer import PromptTokenizer
+
+logger = logging.getLogger(__name__)
+
+# Instructions of different lengths, so the dynamic prompt axis is exercised at real sizes.
+PARITY_TASKS = ("pick up the red block", "put the green cup into the bowl next to the yellow sponge", "open it")
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    graph_atol: float = 1e-3  # max abs error of any graph output (logits, hidden states, KV)
+    flow_atol: float = 1e-3  # max abs error of the flow chunk, normalised units ([-1, 1] scale)
+
+
+class ParityError(RuntimeError):
+    """The exported graphs do not reproduce the PyTorch model."""
+
+
+def parity_images(count: int, seed: int) -> list[np.ndarray]:
+    """Seeded camera-like frames (a coloured block on a table), not square and not the model's size."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for _ in range(count):
+        img = rng.integers(90, 140, size=(48, 64, 3), dtype=np.uint8)  # [H, W, 3] table texture
+        y, x = rng.integers(4, 30), rng.integers(4, 44)
+        img[y : y + 14, x : x + 16] = rng.integers(0, 256, size=3, dtype=np.uint8)  # the object
+        frames.append(img)
+    return frames
+
+
+def _max_err(a: torch.Tensor | np.ndarray, b: np.ndarray) -> float:
+    a = a.detach().numpy() if isinstance(a, torch.Tensor) else a
+    if a.shape != b.shape:
+        raise ParityError(f"shape mismatch: PyTorch {a.shape} vs ONNX {b.shape}")
+    return float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64)))) if a.size else 0.0
+
+
+@torch.no_grad()
+def graph_errors(model: ReferenceVLA, ort_graphs: OrtGraphs, pixel_values: np.ndarray, input_ids: np.ndarray) -> dict:
+    """role -> max abs error over that graph's outputs, for one observation."""
+    m = ort_graphs.manifest
+    px, ids = torch.from_numpy(pixel_values), torch.from_numpy(input_ids)
+    errors = {}
+    image = G.VisionGraph(model)(px)  # [1, N, E]
+    errors["vision"] = _max_err(image, ort_graphs.run("vision", {"pixel_values": pixel_values})["image_embeds"])
+    ref = G.PrefillGraph(model)(image, ids)
+    got = ort_graphs.run("prefill", {"image_embeds": image.numpy(), "input_ids": input_ids})
+    ref = ref if isinstance(ref, tuple) else (ref,)
+    errors["prefill"] = max(_max_err(r, got[s.name]) for r, s in zip(ref, m.graphs["prefill"].outputs, strict=True))
+    if m.head == "tokens":
+        logits, *past = ref
+        prefix = image.shape[1] + ids.shape[1]
+        token = torch.tensor([[model.action_token_offset + int(logits.argmax())]])  # [1, 1]
+        pos = torch.tensor([[prefix]])  # [1, 1] position of the first generated id
+        ref_dec = G.DecodeGraph(model)(token, pos, *past)
+        feeds = {"input_ids": token.numpy(), "position_ids": pos.numpy()}
+        feeds.update({s.name: p.numpy() for s, p in zip(m.graphs["decode"].inputs[2:], past, strict=True)})
+        got_dec = ort_graphs.run("decode", feeds)
+        specs = m.graphs["decode"].outputs
+        errors["decode"] = max(_max_err(r, got_dec[s.name]) for r, s in zip(ref_dec, specs, strict=True))
+    elif m.head == "parallel":
+        pooled = ref[0]  # [1, E]
+        feeds = {"pooled": pooled.numpy()}
+        past_action = None
+        if m.decode.condition_on_past_action:
+            past_action = torch.arange(m.action.dim)[None] * 37 % m.action.bins  # [1, D] arbitrary bins
+            feeds["past_action"] = past_action.numpy()
+        got_head = ort_graphs.run("head", feeds)["action_logits"]  # [1, H, D, 256]
+        errors["head"] = _max_err(G.HeadGraph(model)(pooled, past_action), got_head)
+    else:
+        context = ref[0]  # [1, L, E]
+        noise = torch.from_numpy(flow_noise(m.decode.noise_seed, m.action.horizon, m.action.dim))[None]  # [1, H, D]
+        worst = 0.0
+        for t in (1.0, 0.5, 0.1):
+            tt = torch.tensor([t])  # [1]
+            feeds = {"context": context.numpy(), "noisy_actions": noise.numpy(), "timestep": tt.numpy()}
+            out = ort_graphs.run("velocity", feeds)["velocity"]
+            worst = max(worst, _max_err(G.VelocityGraph(model)(context, noise, tt), out))
+        errors["velocity"] = worst
+    return errors
+
+
+def _onboard_runner(bundle_dir: Path, manifest: Manifest):
+    """The runtime's own inference path when it is available, else plain onnxruntime sessions.
+
+    Returns (name, preprocess(image)->pixel_values, tokenize(task)->input_ids,
+    actions(image, task, pixel_values, input_ids)->(normalised [H,D], bins or None)).
+    """
+    try:
+        from vla_runtime.runtime.policy import load_policy
+    except ImportError:
+        load_policy = None
+    if load_policy is not None:
+        from vla_runtime.runtime.types import Frame
+
+        policy = load_policy(bundle_dir, backend="cpu", allow_failed_gate=True, verify=True)
+
+        def run_policy(image, task, _px, _ids):
+            # A fresh policy per observation: the flow noise is the generator's first draw and a
+            # conditioned parallel head starts from "no previous action", as in the reference.
+            fresh = load_policy(bundle_dir, backend="cpu", allow_failed_gate=True, verify=False)
+            with fresh:
+                fresh.infer(Frame(image=image, t_capture=0.0), task)
+                bins = fresh.last_bins
+                return np.array(fresh.last_normalized, dtype=np.float32), None if bins is None else np.array(bins)
+
+        return "vla_runtime.runtime.policy (onnxruntime CPU)", policy.preprocess, policy.tokenize, run_policy
+    ort_graphs = OrtGraphs(bundle_dir, manifest)
+    pre = Preprocessor(manifest.preprocess)
+    tok = PromptTokenizer(manifest.prompt, Path(bundle_dir) / manifest.prompt.tokenizer_file)
+    return (
+        "plain onnxruntime CPU sessions",
+        lambda image: pre(image).copy(),
+        tok,
+        lambda image, task, px, ids: ort_graphs.actions(px, ids),
+    )
+
+
+def _reference_actions(model: ReferenceVLA, manifest: Manifest, px: torch.Tensor, ids: torch.Tensor):
+    """(normalised [H, D], bins [H, D] or None) from transformers' uncached forward."""
+    centres = -1.0 + (np.arange(manifest.action.bins) + 0.5) * 2.0 / manifest.action.bins
+    if manifest.head == "tokens":
+        bins = np.asarray(model.reference_tokens(px, ids))[None]  # [1, D]
+        return centres[bins].astype(np.float32), bins
+    if manifest.head == "parallel":
+        past = None
+        if manifest.decode.condition_on_past_action:
+            past = torch.zeros(1, manifest.action.dim, dtype=torch.long)  # [1, D] no previous action yet
+        bins = model.reference_parallel_logits(px, ids, past)[0].argmax(-1).numpy()  # [H, D]
+        return centres[bins].astype(np.float32), bins
+    noise = torch.from_numpy(flow_noise(manifest.decode.noise_seed, manifest.action.horizon, manifest.action.dim))
+    return model.reference_flow(px, ids, noise, manifest.decode.flow_steps).numpy(), None
+
+
+def run_parity(
+    model: ReferenceVLA, bundle_dir: Path, manifest: Manifest, seed: int = 0, tol: Tolerance = Tolerance()
+) -> dict:
+    """Both levels over a few observations; returns the manifest's `parity` report (never raises on mismatch)."""
+    name, preprocess, tokenize, onboard = _onboard_runner(Path(bundle_dir), manifest)
+    ort_graphs = OrtGraphs(Path(bundle_dir), manifest)
+    per_graph: dict[str, float] = {}
+    bins_equal, bins_total, flow_err = 0, 0, 0.0
+    for image, task in zip(parity_images(len(PARITY_TASKS), seed), PARITY_TASKS, strict=True):
+        px = np.array(preprocess(image), dtype=np.float32)  # [1, 3, S, S] own copy: buffers are reused
+        ids = np.array(tokenize(task), dtype=np.int64)  # [1, T]
+        for role, err in graph_errors(model, ort_graphs, px, ids).items():
+            per_graph[role] = max(per_graph.get(role, 0.0), err)
+        ref_norm, ref_bins = _reference_actions(model, manifest, torch.from_numpy(px), torch.from_numpy(ids))
+        got_norm, got_bins = onboard(image, task, px, ids)
+        if ref_bins is not None:
+            if got_bins is None:
+                raise ParityError("the onboard path returned no action bins for a discrete head")
+            bins_equal += int((np.asarray(got_bins) == ref_bins).sum())
+            bins_total += ref_bins.size
+        flow_err = max(flow_err, float(np.max(np.abs(got_norm.astype(np.float64) - ref_norm))))
+    graphs_ok = all(err <= tol.graph_atol for err in per_graph.values())
+    action = {"max_abs_err": flow_err, "observations": len(PARITY_TASKS)}
+    if manifest.head == "flow":
+        action["tolerance"] = tol.flow_atol
+        action_ok = flow_err <= tol.flow_atol
+    else:
+        action.update(identical_bins=bins_equal == bins_total, bins_matched=bins_equal, bins_total=bins_total)
+        action_ok = bins_equal == bins_total
+    action["passed"] = action_ok
+    return {
+        "passed": bool(graphs_ok and action_ok),
+        "runner": name,
+        "reference": "transformers PaliGemmaForConditionalGeneration forward (uncached) + head, fp32",
+        "graph_tolerance": tol.graph_atol,
+        "graphs": {role: {"max_abs_err": err, "passed": err <= tol.graph_atol} for role, err in per_graph.items()},
+        "action": action,
+    }
+
+
+def parity_failure(report: dict) -> str | None:
+    """One line naming what failed, or None when parity passed."""
+    if report.get("passed"):
+        return None
+    bad = [f"{r} max abs err {g['max_abs_err']:.2e} > {report['graph_tolerance']:.0e}"
+           for r, g in report["graphs"].items() if not g["passed"]]
+    act = report["action"]
+    if not act["passed"]:
+        if "bins_total" in act:
+            bad.append(f"action bins differ ({act['bins_matched']}/{act['bins_total']} identical)")
+        else:
+            bad.append(f"flow chunk max abs err {act['max_abs_err']:.2e} > {act['tolerance']:.0e}")
+    return "; ".join(bad)

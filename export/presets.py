@@ -1,0 +1,113 @@
+"""Size presets of the reference VLA and the typed config every export step reads.
+
+One frozen config describes backbone, head and action space, so a build is reproducible from
+(preset, head, seed) alone and a checkpoint directory can carry the same facts in JSON.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+
+logger = logging.getLogger(__name__)
+
+HEADS = ("tokens", "parallel", "flow")
+PRESETS = ("tiny", "small")
+
+
+@dataclass(frozen=True)
+class VLAConfig:
+    """Everything needed to rebuild the model with random weights (or load a checkpoint into it)."""
+
+    head: str  # "tokens" | "parallel" | "flow"
+    preset: str = "tiny"  # size preset name, or "checkpoint" for a user's model
+    # --- SigLIP vision tower ---
+    image_size: int = 32  # pixels; square input side
+    patch_size: int = 8  # pixels; (image_size / patch_size)^2 image tokens
+    vision_hidden: int = 32  # SigLIP width
+    vision_layers: int = 2
+    vision_heads: int = 2
+    vision_mlp: int = 64  # SigLIP MLP width
+    # --- Gemma decoder ---
+    text_hidden: int = 64  # Gemma width E; also the projector output width
+    text_layers: int = 2
+    text_heads: int = 2
+    text_kv_heads: int = 1  # multi-query attention, as in PaliGemma
+    head_dim: int = 32  # per attention head
+    text_mlp: int = 128  # Gemma MLP width
+    base_vocab: int = 320  # ordinary tokenizer ids before the action ids (target for BPE training)
+    # --- action space and head ---
+    action_dim: int = 7  # D: dx, dy, dz, droll, dpitch, dyaw, gripper
+    horizon: int = 1  # H: steps per chunk (tokens head is always 1)
+    bins: int = 256  # discrete bins per dimension over [-1, 1]
+    head_hidden: int = 64  # parallel head MLP width
+    condition_on_past_action: bool = False  # parallel head also sees the previous action's bins
+    expert_width: int = 32  # flow velocity network width
+    expert_layers: int = 2  # flow velocity network blocks
+    expert_heads: int = 2  # attention heads in the velocity network
+    flow_steps: int = 10  # Euler steps from noise (t=1) to actions (t=0)
+
+    def __post_init__(self):
+        if self.head not in HEADS:
+            raise ValueError(f"head {self.head!r} is not one of {HEADS}")
+        if self.image_size % self.patch_size:
+            raise ValueError("image_size must be a multiple of patch_size")
+        if self.head == "tokens" and self.horizon != 1:
+            raise ValueError("the tokens head predicts one step: horizon must be 1")
+        if self.bins != 256:
+            raise ValueError("bins must be 256 (the action ids are the last 256 vocabulary ids)")
+        if self.expert_width % self.expert_heads or self.vision_hidden % self.vision_heads:
+            raise ValueError("widths must divide evenly into attention heads")
+        if min(self.horizon, self.action_dim, self.flow_steps, self.text_layers) < 1:
+            raise ValueError("horizon, action_dim, flow_steps and text_layers must be >= 1")
+
+    @property
+    def num_image_tokens(self) -> int:
+        return (self.image_size // self.patch_size) ** 2  # N
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, doc: dict) -> VLAConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(doc) - known)
+        if unknown:
+            raise ValueError(f"unknown VLA config field(s) {unknown}")
+        return cls(**doc)
+
+
+# Chunk length per head and preset: the tokens head always predicts one step.
+_HORIZON = {"tiny": 4, "small": 8}
+
+_SMALL = dict(
+    image_size=224,
+    patch_size=16,  # 196 image tokens
+    vision_hidden=384,
+    vision_layers=6,
+    vision_heads=6,
+    vision_mlp=1536,
+    text_hidden=512,
+    text_layers=6,
+    text_heads=8,
+    text_kv_heads=1,
+    head_dim=64,
+    text_mlp=2048,
+    base_vocab=1024,
+    head_hidden=512,
+    expert_width=256,
+    expert_layers=4,
+    expert_heads=4,
+)
+
+
+def preset_config(preset: str, head: str) -> VLAConfig:
+    """The config of a named size preset for one head."""
+    if preset not in PRESETS:
+        raise ValueError(f"preset {preset!r} is not one of {PRESETS}")
+    if head not in HEADS:
+        raise ValueError(f"head {head!r} is not one of {HEADS}")
+    sizes = _SMALL if preset == "small" else {}
+    horizon = 1 if head == "tokens" else _HORIZON[preset]
+    return VLAConfig(head=head, preset=preset, horizon=horizon, **sizes)

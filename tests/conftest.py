@@ -1,0 +1,42 @@
+"""Shared fixtures: each head's tiny bundle is built once per test session and reused.
+
+Building a bundle traces three graphs and runs parity (~20-30 s per head on 2 cores), so
+every test that needs one shares the session's copy. Tests that modify a bundle must use
+`tiny_bundle_copy`, which hands out a private copy.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory):
+    """Factory: tiny_bundle(head) -> Path of a verified tiny bundle (read-only by convention)."""
+    built: dict[str, Path] = {}
+
+    def make(head: str) -> Path:
+        if head not in built:
+            from vla_runtime.export.build import build_bundle
+
+            root = tmp_path_factory.mktemp(f"tiny-{head}")
+            built[head] = build_bundle(root / "bundle", head, preset="tiny", seed=0, progress=False)
+        return built[head]
+
+    return make
+
+
+@pytest.fixture
+def tiny_bundle_copy(tiny_bundle, tmp_path):
+    """Factory: tiny_bundle_copy(head) -> Path of a private copy the test may alter."""
+
+    def make(head: str) -> Path:
+        dest = tmp_path / f"bundle-{head}"
+        if not dest.exists():
+            shutil.copytree(tiny_bundle(head), dest)
+        return dest
+
+    return make
