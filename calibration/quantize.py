@@ -236,7 +236,10 @@ def calibrate_ranges(model_path: Path, samples: Sequence[dict[str, np.ndarray]],
     """
     from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
 
-    options = {"symmetric": True, "max_intermediate_outputs": cfg.batch_outputs, "percentile": cfg.percentile}
+    # Memory is bounded by feeding at most `batch_outputs` samples per collect_data() call, each
+    # call merging into the running ranges. (onnxruntime's own max_intermediate_outputs option
+    # is not used: in this onnxruntime it drops the batches it clears instead of merging them.)
+    options = {"symmetric": True, "percentile": cfg.percentile}
     calibrator = create_calibrator(
         model_path,
         list(cfg.op_types),
@@ -248,7 +251,8 @@ def calibrate_ranges(model_path: Path, samples: Sequence[dict[str, np.ndarray]],
     for sample in samples:
         groups.setdefault(tuple(sorted((k, v.shape) for k, v in sample.items())), []).append(sample)
     for group in groups.values():
-        calibrator.collect_data(_SampleReader(group))
+        for start in range(0, len(group), cfg.batch_outputs):
+            calibrator.collect_data(_SampleReader(group[start : start + cfg.batch_outputs]))
     save_tensors_data(calibrator.compute_data(), out)
 
 

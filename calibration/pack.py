@@ -1,0 +1,104 @@
+"""Write a derived bundle: the source's files with some graphs replaced, every hash recomputed.
+
+Used for quantized bundles and TensorRT engine bundles alike. The new bundle is assembled in
+a hidden staging folder beside the destination and renamed into place whole, so a robot can
+never pick up a half-written bundle. The gate verdict is written last, into the manifest
+only (the manifest is not part of the hashed file list).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from vla_runtime.runtime.bundle import Bundle, hash_tree
+from vla_runtime.runtime.manifest import MANIFEST_NAME, Target, load_manifest, save_manifest
+
+
+class PackError(RuntimeError):
+    """The destination cannot take a bundle; one line with the fix."""
+
+
+@dataclass(frozen=True)
+class NewGraph:
+    file: Path  # the new graph or engine on disk (copied into the bundle)
+    rel: str  # its path inside the bundle
+    precision: str  # manifest precision: fp32 | fp16 | int8 | int8-cpu
+    format: str = "onnx"  # onnx | tensorrt
+
+
+def check_destination(out: Path, force: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise PackError(f"{out}: exists and is not a directory; choose another --out")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise PackError(f"{out}: directory is not empty; choose another --out or pass --force")
+
+
+def write_derived_bundle(
+    source: Bundle,
+    out: Path,
+    graphs: Mapping[str, NewGraph],
+    extra_files: Mapping[str, Path] | None = None,
+    target: Target | None = None,
+    versions: Mapping[str, str] | None = None,
+    model_notes: Mapping | None = None,
+    force: bool = False,
+) -> Path:
+    """Copy `source` to `out`, swapping in `graphs` (role -> NewGraph) and adding `extra_files`."""
+    out = out.expanduser().absolute()
+    check_destination(out, force)
+    if out == source.root:
+        raise PackError(f"{out}: is the source bundle; write the new bundle to another --out")
+    manifest = source.manifest
+    replaced = {f for role in graphs for f in (manifest.graphs[role].file, *manifest.graphs[role].data_files)}
+    staging = out.parent / f".{out.name}.staging-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        for rel in manifest.files:
+            if rel not in replaced:
+                _copy(source.root / rel, staging / rel)
+        specs = dict(manifest.graphs)
+        for role, new in graphs.items():
+            _copy(new.file, staging / new.rel)
+            specs[role] = dataclasses.replace(
+                manifest.graphs[role], file=new.rel, precision=new.precision, format=new.format, data_files=()
+            )
+        for rel, path in (extra_files or {}).items():
+            _copy(path, staging / rel)
+        updated = dataclasses.replace(
+            manifest,
+            graphs=specs,
+            files=hash_tree(staging),
+            gate=None,
+            target=target or manifest.target,
+            versions={**manifest.versions, **(versions or {})},
+            model={**manifest.model, **(model_notes or {})},
+        )
+        save_manifest(updated, staging)
+        if out.exists():
+            shutil.rmtree(out)
+        staging.rename(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out
+
+
+def set_gate(bundle_dir: Path, gate: dict) -> None:
+    """Record the gate report in a written bundle's manifest (atomically replaced)."""
+    manifest = dataclasses.replace(load_manifest(bundle_dir), gate=gate)
+    path = Path(bundle_dir) / MANIFEST_NAME
+    tmp = path.with_name(f".{MANIFEST_NAME}.tmp")
+    tmp.write_text(json.dumps(manifest.to_json(), indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _copy(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, dst)
