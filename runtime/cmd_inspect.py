@@ -63,6 +63,10 @@ def gate_lines(gate: dict | None) -> list[str]:
     """The INT8 accuracy gate as a table: one row per metric, whatever the gate recorded."""
     if not gate:
         return ["gate: none (fp32 bundle)"]
+    if "metrics" in gate:  # written by `vla-export quantize`: its own table
+        from vla_runtime.runtime.gate_report import format_gate
+
+        return format_gate(gate).splitlines()
     lines = [f"gate: {'PASSED' if gate.get('passed') else 'FAILED'}"]
     rows = [(k, v) for k, v in gate.items() if k != "passed"]
     width = max((len(k) for k, _ in rows), default=0)
