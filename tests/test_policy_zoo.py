@@ -38,6 +38,7 @@ def _weights(seed: int, head: str, dim: int, horizon: int) -> dict[str, np.ndarr
         "wa": rng.normal(0, 1.0, (E, BINS)),
         "wc": rng.normal(0, 1.0, (DH, BINS)),
         "wpos": rng.normal(0, 0.05, (E,)),
+        "wl": rng.normal(0, 3.0, (BINS,)),  # position enters the logits directly: off-by-one shows
         "wp": rng.normal(0, 1.0, (E, horizon * dim * BINS)),
         "wq": rng.normal(0, 1.0, (dim, horizon * dim * BINS)),
         "wv": rng.normal(0, 1.0, (E, horizon * dim)),
@@ -144,7 +145,10 @@ def decode_graph(w: dict, path: Path) -> None:
         helper.make_node("Reshape", ["x", "shape_1e"], ["x2"]),  # [1,E]
         helper.make_node("MatMul", ["x2", "wa"], ["la"]),
         helper.make_node("MatMul", ["ctx2", "wc"], ["lc"]),
-        helper.make_node("Add", ["la", "lc"], ["action_logits"]),  # [1,256]
+        helper.make_node("Add", ["la", "lc"], ["lac"]),
+        helper.make_node("Sin", ["posf"], ["psin"]),  # [1,1] periodic, so every position differs
+        helper.make_node("Mul", ["psin", "wl"], ["lpos"]),  # [1,256]
+        helper.make_node("Add", ["lac", "lpos"], ["action_logits"]),  # [1,256]
     ]
     past = [_vi(f"past_key_values.{i}.{kv}", TensorProto.FLOAT, [1, 1, "past", DH])
             for i in range(LAYERS) for kv in ("key", "value")]
@@ -154,7 +158,7 @@ def decode_graph(w: dict, path: Path) -> None:
         nodes, "decode",
         [_vi("input_ids", TensorProto.INT64, [1, 1]), _vi("position_ids", TensorProto.INT64, [1, 1])] + past,
         [_vi("action_logits", TensorProto.FLOAT, [1, BINS])] + present,
-        _init(w, "emb", "wh", "wa", "wc", "wpos", *[f"{kv}{i}" for i in range(LAYERS) for kv in "kv"])
+        _init(w, "emb", "wh", "wa", "wc", "wpos", "wl", *[f"{kv}{i}" for i in range(LAYERS) for kv in "kv"])
         + [_const("axis1", [1]), _const("axis2", [2]), _const("shape_1dh", [1, DH]), _const("shape_1e", [1, E])],
     )
     _save(g, path)
