@@ -87,8 +87,9 @@ def test_vanishing_port_is_port_lost_and_safe_state():
         gripper.configure()
         gripper.activate()
         sim.vanish()
-        with pytest.raises((PortLost, DeviceTimeout)):
-            gripper.read(now=1.0)
+        with pytest.raises((PortLost, DeviceTimeout)):  # the kernel may accept one more exchange
+            for i in range(5):
+                gripper.read(now=1.0 + i)
         assert gripper.state is DriverState.FAULT
         gripper.close()  # never raises, even with the port gone
 
