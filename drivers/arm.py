@@ -1,22 +1,26 @@
 """A servo arm: joint calibration over a bus of position servos (Dynamixel or Feetech).
 
-Calibration turns ticks into joint units and back: q = direction * (ticks - offset) * scale,
-with scale = 2*pi / ticks_per_rev for revolute joints (radians) or metres_per_rev / ticks_per_rev
-for prismatic ones (metres). Limits are enforced on the way out and the quantised value that
-actually went on the wire is returned, so the recorder stores what the servo was told.
+Calibration turns ticks into joint units and back:
+q = direction * (ticks - zero_ticks) * scale + offset, with scale = 2*pi / ticks_per_rev for
+revolute joints (radians) or metres_per_rev / ticks_per_rev for prismatic ones (metres).
+Limits are enforced on the way out and the quantised value that actually went on the wire is
+returned, so the recorder stores what the servo was told.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from vla_runtime.drivers.base import ArmDriver, DriverError, JointReading, PortLost
-from vla_runtime.drivers.link import Link
+from vla_runtime.drivers.link import Link, LinkConfig
+from vla_runtime.drivers.transport import SerialConfig, SerialTransport
+from vla_runtime.drivers.usb_latency import check_latency_timer
 
 logger = logging.getLogger(__name__)
 
@@ -76,8 +80,9 @@ class JointCalibration:
     id: int  # servo id on the bus
     min: float  # lower limit in joint units (rad or m); commands are clipped to [min, max]
     max: float  # upper limit in joint units
-    offset: int = 2048  # ticks the servo reads at joint zero (2048 = mid-turn on a 4096-tick encoder)
+    offset: float = 0.0  # joint units (rad or m) added between servo zero and joint zero
     direction: int = 1  # +1 if the servo's positive turn is the joint's positive direction, else -1
+    zero_ticks: int = 2048  # the servo's zero: mid-turn on a 4096-tick encoder
     unit: str = "rad"  # "rad" for revolute joints, "m" for prismatic ones driven through a screw/rack
     metres_per_rev: float = 0.0  # metres of travel per servo revolution; needed when unit is "m"
 
@@ -92,6 +97,8 @@ class JointCalibration:
             raise ValueError(f"joint {self.name}: limits must be finite with min < max, got {self.min}..{self.max}")
         if self.unit not in ("rad", "m"):
             raise ValueError(f"joint {self.name}: unit must be 'rad' or 'm', got {self.unit!r}")
+        if not math.isfinite(self.offset):
+            raise ValueError(f"joint {self.name}: offset must be finite, got {self.offset}")
         if self.unit == "m" and not self.metres_per_rev > 0:
             raise ValueError(f"joint {self.name}: unit 'm' needs metres_per_rev > 0")
 
@@ -122,7 +129,8 @@ class Calibration:
     """Vectorised ticks <-> joint units for a set of joints on one bus."""
 
     def __init__(self, joints: Sequence[JointCalibration], ticks_per_rev: int):
-        self.offset = np.array([j.offset for j in joints], dtype=np.float64)  # ticks [J]
+        self.zero = np.array([j.zero_ticks for j in joints], dtype=np.float64)  # ticks [J]
+        self.offset = np.array([j.offset for j in joints], dtype=np.float64)  # joint units [J]
         self.direction = np.array([j.direction for j in joints], dtype=np.float64)  # +-1 [J]
         per_rev = np.array([2 * math.pi if j.unit == "rad" else j.metres_per_rev for j in joints])
         self.scale = per_rev / ticks_per_rev  # joint units per tick [J]
@@ -130,13 +138,14 @@ class Calibration:
         self.upper = np.array([j.max for j in joints], dtype=np.float64)
 
     def to_joint(self, ticks: np.ndarray) -> np.ndarray:
-        return self.direction * (np.asarray(ticks, dtype=np.float64) - self.offset) * self.scale
+        return self.direction * (np.asarray(ticks, dtype=np.float64) - self.zero) * self.scale + self.offset
 
     def to_joint_velocity(self, ticks_per_s: np.ndarray) -> np.ndarray:
         return self.direction * np.asarray(ticks_per_s, dtype=np.float64) * self.scale
 
     def to_ticks(self, q: np.ndarray) -> np.ndarray:
-        return np.rint(self.offset + self.direction * np.asarray(q, dtype=np.float64) / self.scale).astype(np.int64)
+        q = np.asarray(q, dtype=np.float64)
+        return np.rint(self.zero + self.direction * (q - self.offset) / self.scale).astype(np.int64)
 
 
 class ServoArm(ArmDriver):
@@ -193,7 +202,7 @@ class ServoArm(ArmDriver):
                 logger.warning("%s: torque off for id %d failed: %s", self.name, servo_id, exc)
 
     def _on_close(self) -> None:
-        self.bus.link.transport.close()
+        release_servo_bus(self.bus)
 
     def _read(self, now: float) -> JointReading:
         ticks, ticks_per_s = self.bus.read_state(self.ids)
@@ -207,3 +216,69 @@ class ServoArm(ArmDriver):
         ticks = self.cal.to_ticks(clipped)
         self.bus.write_goals(self.ids, ticks)
         return self.cal.to_joint(ticks)
+
+
+# -- robot-description factories -------------------------------------------------------------------
+# An arm and its gripper usually share one bus (one USB adapter), so buses are opened once per port
+# and reference counted; the last driver to close releases the port.
+_OPEN_BUSES: dict[tuple[str, str], list] = {}  # (family, real port path) -> [bus, users]
+
+
+def open_servo_bus(family: str, options: Mapping) -> ServoBus:
+    """The bus for `[arm]`/`[gripper]` keys port, baud, timeout_ms, retries; shared per port."""
+    port = options.get("port")
+    if not port:
+        raise ValueError(f'a {family} bus needs port = "/dev/ttyUSB0" (or the path `vla-runtime sim-device` prints)')
+    key = (family, os.path.realpath(port))
+    if key in _OPEN_BUSES:
+        _OPEN_BUSES[key][1] += 1
+        return _OPEN_BUSES[key][0]
+    if family == "dynamixel":
+        from vla_runtime.drivers.dynamixel.bus import DynamixelBus as bus_cls
+        from vla_runtime.drivers.dynamixel.protocol import decode_status as decode
+    elif family == "feetech":
+        from vla_runtime.drivers.feetech.bus import FeetechBus as bus_cls
+        from vla_runtime.drivers.feetech.protocol import decode
+    else:
+        raise ValueError(f"unknown servo family {family!r}; use dynamixel or feetech")
+    report = check_latency_timer(port)
+    if not report.ok:
+        logger.warning("%s", report.describe())
+    link_config = LinkConfig(timeout=float(options.get("timeout_ms", 20)) / 1e3, retries=int(options.get("retries", 2)))
+    transport = SerialTransport(SerialConfig(port, int(options.get("baud", 1_000_000))))
+    bus = bus_cls(Link(transport, decode, link_config))
+    _OPEN_BUSES[key] = [bus, 1]
+    return bus
+
+
+def release_servo_bus(bus: ServoBus) -> None:
+    """Drop one user of a shared bus; close the port with the last one (or at once if unshared)."""
+    for key, entry in list(_OPEN_BUSES.items()):
+        if entry[0] is bus:
+            entry[1] -= 1
+            if entry[1] > 0:
+                return
+            del _OPEN_BUSES[key]
+            break
+    bus.link.transport.close()
+
+
+def make_servo_arm(family: str, spec) -> ServoArm:
+    """Build from a robot description's [arm]: options port, baud, zero_ticks, watchdog_ms, models."""
+    opts = dict(spec.options)
+    zero = int(opts.get("zero_ticks", 2048))
+    joints = tuple(
+        JointCalibration(
+            name=j.name, id=j.id, min=j.min, max=j.max, offset=j.offset, direction=j.direction, zero_ticks=zero
+        )
+        for j in spec.joints
+    )
+    config = ServoArmConfig(
+        joints=joints,
+        watchdog_s=float(opts.get("watchdog_ms", 500)) / 1e3,
+        expected_models=tuple(int(m) for m in opts.get("models", ())),
+    )
+    try:
+        return ServoArm(open_servo_bus(family, opts), config)
+    except DriverError as exc:  # the port cannot be opened: one line for the user, not a traceback
+        raise ConnectionError(str(exc)) from None

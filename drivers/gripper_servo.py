@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
-from vla_runtime.drivers.arm import ServoBus
+from vla_runtime.drivers.arm import ServoBus, open_servo_bus, release_servo_bus
 from vla_runtime.drivers.base import DriverError, GripperDriver, GripperReading
 
 logger = logging.getLogger(__name__)
@@ -73,6 +73,9 @@ class ServoGripper(GripperDriver):
         self.bus.set_torque(self._ids, False)
         self._goal = None
 
+    def _on_close(self) -> None:
+        release_servo_bus(self.bus)
+
     def _on_fault(self) -> None:
         try:
             self.bus.set_torque(self._ids, False)
@@ -98,3 +101,22 @@ class ServoGripper(GripperDriver):
         self.bus.write_goals(self._ids, np.array([ticks], dtype=np.int64))
         self._goal = ticks
         return self._opening(ticks)
+
+
+def make_servo_gripper(family: str, spec) -> ServoGripper:
+    """Build from a robot description's [gripper]: id, open_ticks, closed_ticks, max_torque, port, baud."""
+    opts = dict(spec.options)
+    missing = [k for k in ("id", "open_ticks", "closed_ticks") if k not in opts]
+    if missing:
+        raise ValueError(f"[gripper] driver = {family!r} needs {missing}; read them with `vla-runtime drivers scan`")
+    config = ServoGripperConfig(
+        id=int(opts["id"]),
+        open_ticks=int(opts["open_ticks"]),
+        closed_ticks=int(opts["closed_ticks"]),
+        max_torque=float(opts.get("max_torque", 0.5)),
+        watchdog_s=float(opts.get("watchdog_ms", 500)) / 1e3,
+    )
+    try:
+        return ServoGripper(open_servo_bus(family, opts), config)
+    except DriverError as exc:  # the port cannot be opened: one line for the user, not a traceback
+        raise ConnectionError(str(exc)) from None

@@ -43,8 +43,7 @@ def rig(request):
 
 def make_arm(bus, **overrides) -> ServoArm:
     joints = tuple(
-        JointCalibration(name=f"j{i}", id=i, min=-1.5, max=1.5, offset=2048, direction=1 if i % 2 else -1)
-        for i in range(1, 6)
+        JointCalibration(name=f"j{i}", id=i, min=-1.5, max=1.5, direction=1 if i % 2 else -1) for i in range(1, 6)
     )
     return ServoArm(bus, ServoArmConfig(joints=joints, **overrides))
 
@@ -134,9 +133,23 @@ def test_homing_shift_has_one_meaning_for_both_families(rig):
     assert bus.read_state([3])[0][0] == before + 100
 
 
+def test_offset_and_direction_round_trip(rig):
+    sim, bus, _ = rig
+    joint = JointCalibration(name="wrist", id=4, min=-1.0, max=2.0, offset=0.5, direction=-1, zero_ticks=1000)
+    arm = ServoArm(bus, ServoArmConfig(joints=(joint,)))
+    arm.configure()
+    ticks = 2048 + 16 * 4
+    assert arm.read(0.0).positions[0] == pytest.approx(-(ticks - 1000) * TICK + 0.5)
+    arm.activate()
+    sent = arm.command(np.array([0.7]), 0.0, 0.1)
+    goal = round(1000 - (0.7 - 0.5) / TICK)
+    assert wait_until(lambda: bus.read_state([4])[0][0] == goal)
+    assert sent[0] == pytest.approx(0.7, abs=TICK / 2)
+
+
 def test_prismatic_joint_in_metres(rig):
     sim, bus, _ = rig
-    joint = JointCalibration(name="lift", id=2, min=0.0, max=0.2, offset=2000, unit="m", metres_per_rev=0.04)
+    joint = JointCalibration(name="lift", id=2, min=0.0, max=0.2, zero_ticks=2000, unit="m", metres_per_rev=0.04)
     arm = ServoArm(bus, ServoArmConfig(joints=(joint,)))
     arm.configure()
     assert arm.read(0.0).positions[0] == pytest.approx((2048 + 32 - 2000) * 0.04 / 4096)
