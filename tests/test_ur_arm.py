@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from vla_runtime.drivers.base import DeviceTimeout, DriverState, HardwareFault, LifecycleError, ProtocolError
 from vla_runtime.drivers.transport import TcpConfig, TcpTransport
+from vla_runtime.drivers.ur import rtde
 from vla_runtime.drivers.ur.arm import URConfig, open_arm
 from vla_runtime.drivers.ur.client import RTDEClient
 from vla_runtime.drivers.ur.controller import ArmModel
@@ -144,3 +145,17 @@ def test_rendered_program_round_trips_and_rejects_bad_settings():
         ProgramConfig(lookahead=1.0)
     with pytest.raises(ValueError, match="robot description"):
         URConfig(host="")
+
+
+def test_client_falls_back_to_protocol_1_on_old_controllers():
+    with URSim(port=0, script_port=0, protocols=(1,), urcontrol_version=(3, 2, 0, 0)) as old:
+        client = RTDEClient(TcpTransport(TcpConfig("127.0.0.1", old.port)))
+        try:
+            assert client.negotiate() == 1
+            assert client.controller_version() == (3, 2, 0, 0)
+            client.setup_outputs(("timestamp", "actual_q"))  # v1: no frequency field, 125 Hz
+            client.start()
+            client.send_message("hello from a v1 client", rtde.WARNING)
+            assert len(client.receive()["actual_q"]) == 6
+        finally:
+            client.transport.close()

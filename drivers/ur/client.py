@@ -105,6 +105,11 @@ class RTDEClient:
             raise ProtocolError(f"{self.name}: send() before setup_inputs()")
         self.transport.write(rtde.encode(rtde.data_package(self.input.recipe_id, self.input.pack(values))))
 
+    def send_message(self, text: str, level: int = rtde.INFO, source: str = "vla-runtime") -> None:
+        """A line for the controller's log (shown on the pendant)."""
+        msg = rtde.TextMessage(text, source, level)
+        self.transport.write(rtde.encode(rtde.text_message(msg, self.protocol or rtde.PROTOCOL_VERSION)))
+
     def receive(self, timeout: float | None = None) -> dict[str, object]:
         """The newest output package; waits up to `timeout` only if none has arrived yet."""
         if self.output is None:

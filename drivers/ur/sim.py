@@ -103,7 +103,7 @@ class _Session:
         kind, payload = pkg.kind, pkg.payload
         if kind == rtde.REQUEST_PROTOCOL_VERSION:
             version = rtde.parse_protocol_request(payload)
-            ok = version in (1, 2)
+            ok = version in self.sim.protocols
             self.version = version if ok else self.version
             self._send(rtde.accepted(kind, ok))
         elif kind == rtde.GET_URCONTROL_VERSION:
@@ -164,12 +164,14 @@ class URSim:
         model: ArmModel | None = None,
         urcontrol_version: tuple[int, int, int, int] = (5, 12, 0, 0),
         host: str = "127.0.0.1",
+        protocols: tuple[int, ...] = (1, 2),
     ):
         if host not in ("127.0.0.1", "localhost"):
             raise ValueError(f"the simulator binds loopback only, not {host}")
         self.host, self.port, self.script_port = host, port, script_port
         self.faults = FaultInjector(faults or FaultConfig())
         self.urcontrol_version = urcontrol_version
+        self.protocols = protocols  # RTDE protocol versions accepted; (1,) imitates old CB3 software
         self.controller = Controller(model, notify=self._broadcast)
         self.vanished = threading.Event()
         self._stop = threading.Event()
