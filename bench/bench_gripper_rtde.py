@@ -84,10 +84,7 @@ def bench_robotiq(ticks: int) -> None:
 
 
 def bench_rtde(ticks: int) -> None:
-    print(
-        f"UR tick (command + read newest state), {ticks} ticks at 10 Hz spacing would take long; "
-        "ticks here are 10 ms apart:"
-    )
+    print(f"UR tick (command + read newest state), {ticks} ticks 10 ms apart on loopback:")
     results = {}
     for freq in (125.0, 500.0):
         with URSim(port=0, script_port=0) as sim:
