@@ -128,8 +128,8 @@ class RTDEClient:
                         newest = got
                 else:
                     logger.debug("%s: ignoring package %r while streaming", self.name, chr(pkg.kind))
-            if newest is not None and not chunk:
-                return newest
+            if newest is not None and (not chunk or time.monotonic() >= deadline):
+                return newest  # drained, or a stream so fast it never pauses: stop at the deadline
             if newest is None and time.monotonic() >= deadline:
                 raise DeviceTimeout(
                     f"{self.name}: no RTDE data package in {timeout * 1e3:.0f} ms; "
