@@ -14,8 +14,9 @@ from types import MappingProxyType
 import numpy as np
 import pytest
 from vla_runtime.drivers.robotiq import make_gripper
+from vla_runtime.drivers.robotiq.gripper import RobotiqConfig, open_gripper
 from vla_runtime.drivers.robotiq.sim import GripperModel, RobotiqSim
-from vla_runtime.drivers.ur.arm import UR_JOINTS, URArm
+from vla_runtime.drivers.ur.arm import UR_JOINTS, URArm, URConfig, open_arm
 from vla_runtime.drivers.ur.sim import URSim
 from vla_runtime.drivers.ur_rtde import make_arm
 from vla_runtime.runtime.robot import DriverRobot
@@ -64,6 +65,20 @@ def test_description_mistakes_are_one_line_value_errors():
         make_arm(_with(desc.arm, host="127.0.0.1", port=1))
 
 
+def _connect_and_read(kind: str, where: str) -> None:
+    """Our driver, in this process, on the device another process serves."""
+    if kind == "robotiq":
+        driver = open_gripper(RobotiqConfig(port=where))
+    else:
+        host, port = where.split(":")
+        driver = open_arm(URConfig(host=host, port=int(port)))
+    try:
+        driver.configure()
+        driver.read(now=0.0)
+    finally:
+        driver.close()
+
+
 @pytest.mark.parametrize(
     "argv,pattern",
     [
@@ -81,7 +96,9 @@ def test_sim_device_cli_prints_where_to_connect_and_exits_cleanly(argv, pattern)
     try:
         ready, _, _ = select.select([proc.stdout], [], [], 20)
         assert ready, "no banner within 20 s"
-        assert re.search(pattern, proc.stdout.readline())
+        found = re.search(pattern, proc.stdout.readline())
+        assert found
+        _connect_and_read(argv[0], found.group(1))
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=5) == 0
     finally:
