@@ -159,6 +159,6 @@ def test_activation_is_skipped_when_already_done(sim, master):
         sim.frames.clear()
         gripper.activate()
         writes = [f for f in sim.frames if f[1] == codec.WRITE_MULTIPLE]
-        assert len(writes) == 1  # only the "hold here" write, no reset/re-activation sweep
+        assert writes == []  # no reset, no re-activation sweep, no go-to
     finally:
         gripper.close()

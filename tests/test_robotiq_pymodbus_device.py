@@ -90,13 +90,13 @@ def test_our_driver_operates_a_pymodbus_device(pymodbus_gripper):
     try:
         gripper.configure()
         assert gripper.last_status.position == 0x0D and gripper.last_status.fault == 0
-        gripper.activate()  # already activated per the status: only the "hold here" write goes out
+        gripper.activate()  # already activated per the status: nothing is written
         assert gripper.state is DriverState.ACTIVE
         sent = gripper.command(0.3, now=0.0, period=0.1, speed=1.0, force=0.5)
         reading = gripper.read(now=0.1)
     finally:
         gripper.close()
-    assert writes[:2] == [[0x0900, 0x0D, 0x0000], [0x0900, 178, 0xFF80]]
+    assert writes[0] == [0x0900, 178, 0xFF80]  # rACT|rGTO, rPR 178, rSP 255, rFR 128
     assert writes[-1] == [0x0100, 0, 0]  # deactivate on close: stop, keep activation
     assert sent == pytest.approx(1 - 178 / 255)
     assert reading.position == pytest.approx(1 - 13 / 255) and not reading.object_detected

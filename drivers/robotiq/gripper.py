@@ -1,9 +1,11 @@
 """RobotiqGripper: the runtime's GripperDriver for 2F-85 / 2F-140 / Hand-E over Modbus RTU.
 
 Activation is a physical routine (the fingers sweep to find their stroke), so it belongs to
-activate(), bounded by a deadline, and is skipped when the gripper reports it already done.
-The safe state stops the fingers (rGTO = 0) but keeps rACT, so a held object is not dropped.
-Major device faults (gFLT >= 0x0A) latch the driver's FAULT; minor ones are reported in reads.
+activate(), bounded by a deadline, and is skipped when the gripper reports it already done;
+activate() itself never sends a go-to, so enabling cannot move the fingers by a stale target.
+The safe state stops the fingers (rGTO = 0) and keeps rACT, because clearing rACT resets the
+gripper and the next activation would sweep the fingers again. Major device faults
+(gFLT >= 0x0A) latch the driver's FAULT; minor ones are reported in reads.
 """
 
 from __future__ import annotations
@@ -147,9 +149,7 @@ class RobotiqGripper(GripperDriver):
         if status.activation is not ActivationStatus.COMPLETE or status.fault:
             self.write_request(GripperRequest())  # rACT = 0: reset, so the next write is a rising edge
             self.write_request(GripperRequest(action=ACT))
-            status = self._wait_activated()
-        # hold where the fingers are, so enabling never moves them
-        self.write_request(GripperRequest(action=ACT | GTO, position=status.position, speed=0, force=0))
+            self._wait_activated()
 
     def _wait_activated(self) -> GripperStatus:
         deadline = time.monotonic() + self.config.activation_timeout
@@ -166,7 +166,7 @@ class RobotiqGripper(GripperDriver):
             time.sleep(self.config.poll_interval)
 
     def _on_deactivate(self) -> None:
-        self.write_request(GripperRequest(action=ACT))  # rGTO = 0 stops the fingers; grip is kept
+        self.write_request(GripperRequest(action=ACT))  # rGTO = 0: stop where the fingers are
 
     def _on_close(self) -> None:
         self.link.transport.close()
