@@ -116,7 +116,10 @@ class URArm(ArmDriver):
     @property
     def program_state(self) -> ProgramState:
         value = self.last_state.get(f"output_int_register_{self.config.program.state_reg}", 0)
-        return ProgramState(value) if value in ProgramState._value2member_map_ else ProgramState.NOT_RUNNING
+        try:
+            return ProgramState(value)
+        except ValueError:  # a register another program wrote: ours is not the one running
+            return ProgramState.NOT_RUNNING
 
     # -- RTDE ------------------------------------------------------------------------------------
     def _send(self, command: Command, targets: np.ndarray) -> None:
