@@ -25,7 +25,7 @@ def sim():
 @pytest.fixture
 def bus(sim):
     transport = SerialTransport(SerialConfig(sim.port))
-    yield FeetechBus(Link(transport, p.decode, LinkConfig(timeout=0.05, retries=1)))
+    yield FeetechBus(Link(transport, p.decode, LinkConfig(timeout=0.2, retries=2)))
     transport.close()
 
 

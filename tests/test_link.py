@@ -67,7 +67,7 @@ def test_silence_raises_device_timeout_after_bounded_retries(scripted):
     t0 = time.monotonic()
     with pytest.raises(DeviceTimeout, match="0 of 1 replies in 30 ms"):
         link.exchange(p.ping(1))
-    assert 0.09 <= time.monotonic() - t0 < 0.2
+    assert 0.09 <= time.monotonic() - t0 < 0.5
     assert sim.requests == 3 and link.stats.retries == 2 and link.stats.timeouts == 3
 
 

@@ -35,7 +35,7 @@ def rig(request):
     sim_cls, bus_cls, decode, torque_reg = FAMILIES[request.param]
     sim = sim_cls(ids=(1, 2, 3, 4, 5, 6)).start()
     transport = SerialTransport(SerialConfig(sim.port))
-    bus = bus_cls(Link(transport, decode, LinkConfig(timeout=0.05, retries=1)))
+    bus = bus_cls(Link(transport, decode, LinkConfig(timeout=0.2, retries=2)))
     yield sim, bus, torque_reg
     transport.close()
     sim.stop()

