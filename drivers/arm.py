@@ -109,6 +109,7 @@ class ServoArmConfig:
     watchdog_s: float = 0.5  # device stops by itself after this much host silence (Dynamixel only)
     health_check_every: int = 10  # reads between hardware/watchdog checks (10 = once a second at 10 Hz)
     expected_models: tuple[int, ...] = ()  # model numbers accepted at configure; empty = any
+    on_fault: str = "torque_off"  # "torque_off" (limp, cannot push) or "hold" (stiff at the last goal, no drop)
 
     def __post_init__(self):
         if not self.joints:
@@ -121,6 +122,8 @@ class ServoArmConfig:
             raise ValueError(f"joint names must be unique, got {names}")
         if not 0.02 <= self.watchdog_s <= 2.54:
             raise ValueError(f"watchdog_s must be within 0.02..2.54 s, got {self.watchdog_s}")
+        if self.on_fault not in ("torque_off", "hold"):
+            raise ValueError(f"on_fault must be 'torque_off' or 'hold', got {self.on_fault!r}")
         if self.health_check_every < 1:
             raise ValueError(f"health_check_every must be >= 1, got {self.health_check_every}")
 
@@ -191,6 +194,11 @@ class ServoArm(ArmDriver):
         self.bus.set_torque(self.ids, False)
 
     def _on_fault(self) -> None:
+        if self.config.on_fault == "hold":
+            # No more commands: the servos keep their last goal (an arm under gravity does not drop);
+            # on Dynamixel the bus watchdog then stops them once the host stays silent.
+            logger.warning("%s: holding the last goal after a fault (on_fault = 'hold')", self.name)
+            return
         # Torque off for every servo that still answers; a dead bus leaves the watchdog to stop them.
         for servo_id in self.ids:
             try:
@@ -264,7 +272,7 @@ def release_servo_bus(bus: ServoBus) -> None:
 
 
 def make_servo_arm(family: str, spec) -> ServoArm:
-    """Build from a robot description's [arm]: options port, baud, zero_ticks, watchdog_ms, models."""
+    """Build from a robot description's [arm]: port, baud, zero_ticks, watchdog_ms, models, on_fault."""
     opts = dict(spec.options)
     zero = int(opts.get("zero_ticks", 2048))
     joints = tuple(
@@ -277,6 +285,7 @@ def make_servo_arm(family: str, spec) -> ServoArm:
         joints=joints,
         watchdog_s=float(opts.get("watchdog_ms", 500)) / 1e3,
         expected_models=tuple(int(m) for m in opts.get("models", ())),
+        on_fault=str(opts.get("on_fault", "torque_off")),
     )
     try:
         return ServoArm(open_servo_bus(family, opts), config)

@@ -6,12 +6,20 @@ and checks both the outcome and the time it took against the link's own bound.
 
 from __future__ import annotations
 
+import argparse
 import time
 
 import numpy as np
 import pytest
 from vla_runtime.drivers.arm import JointCalibration, ServoArm, ServoArmConfig
-from vla_runtime.drivers.base import DeviceTimeout, DriverState, HardwareFault, PortLost, ProtocolError
+from vla_runtime.drivers.base import (
+    DeviceTimeout,
+    DriverError,
+    DriverState,
+    HardwareFault,
+    PortLost,
+    ProtocolError,
+)
 from vla_runtime.drivers.dynamixel import protocol as dxl
 from vla_runtime.drivers.dynamixel.bus import DynamixelBus
 from vla_runtime.drivers.dynamixel.sim import DynamixelSim
@@ -19,7 +27,7 @@ from vla_runtime.drivers.feetech import protocol as ft
 from vla_runtime.drivers.feetech.bus import FeetechBus
 from vla_runtime.drivers.feetech.sim import FeetechSim
 from vla_runtime.drivers.link import Link, LinkConfig
-from vla_runtime.drivers.simdevice import FaultConfig
+from vla_runtime.drivers.simdevice import FaultConfig, add_fault_arguments, fault_config_from_args
 from vla_runtime.drivers.transport import SerialConfig, SerialTransport
 
 pytestmark = pytest.mark.timeout(60)
@@ -121,6 +129,36 @@ def test_hardware_error_during_run_faults_and_cuts_torque(make):
             arm.read(0.0)  # every status (Dynamixel) or the next health check (Feetech) reports it
     assert arm.state is DriverState.FAULT
     assert all(not s.torque for s in sim.servos.values())  # the fault path turned every servo off
+
+
+def test_hold_on_fault_keeps_torque_on(make):
+    sim, bus = make(FaultConfig())
+    arm = arm_on(bus, on_fault="hold")
+    arm.configure()
+    arm.activate()
+    sim.servos[2].raise_hardware_error()  # cuts torque on servo 2 only, as the device does
+    with pytest.raises(HardwareFault):
+        for _ in range(20):
+            arm.read(0.0)
+    assert arm.state is DriverState.FAULT
+    assert [s.torque for i, s in sorted(sim.servos.items()) if i != 2] == [True] * 5
+
+
+def test_unexpected_model_refuses_to_configure(make):
+    sim, bus = make(FaultConfig())
+    arm = arm_on(bus, expected_models=(4242,))
+    with pytest.raises(DriverError, match="j1 \\(id 1\\) is model .* expected one of \\(4242,\\)"):
+        arm.configure()
+
+
+def test_fault_flags_parse_from_the_command_line():
+    parser = argparse.ArgumentParser()
+    add_fault_arguments(parser)
+    args = parser.parse_args(
+        ["--drop-rate", "0.1", "--hardware-error", "3", "--hardware-error", "5", "--vanish-after", "2"]
+    )
+    config = fault_config_from_args(args)
+    assert (config.drop_rate, config.hardware_error_ids, config.vanish_after_s) == (0.1, (3, 5), 2.0)
 
 
 def test_vanishing_port_ends_in_port_lost_not_a_hang(make):
