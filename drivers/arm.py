@@ -253,7 +253,7 @@ def open_servo_bus(family: str, options: Mapping) -> ServoBus:
     if not report.ok:
         logger.warning("%s", report.describe())
     link_config = LinkConfig(timeout=float(options.get("timeout_ms", 20)) / 1e3, retries=int(options.get("retries", 2)))
-    transport = SerialTransport(SerialConfig(port, int(options.get("baud", 1_000_000))))
+    transport = SerialTransport(SerialConfig(port, int(options.get("baud", 1_000_000)), exclusive=True))
     bus = bus_cls(Link(transport, decode, link_config))
     _OPEN_BUSES[key] = [bus, 1]
     return bus

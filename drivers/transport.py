@@ -64,6 +64,7 @@ class SerialConfig:
     baud: int = 1_000_000  # bits/s; Dynamixel X and Feetech STS buses usually run at 1 Mbps
     low_latency: bool = True  # ask the kernel for ASYNC_LOW_LATENCY (FTDI latency timer 16 ms -> 1 ms)
     write_timeout: float = 0.1  # seconds; a write that cannot drain this fast means a dead adapter
+    exclusive: bool = False  # flock the device: a second program on one servo bus corrupts both (POSIX)
 
     def __post_init__(self):
         if not self.port:
@@ -80,11 +81,17 @@ class SerialTransport(Transport):
     def __init__(self, config: SerialConfig):
         self.config = config
         self.name = config.port
+        lockable = config.exclusive and "://" not in config.port and sys.platform != "win32"
+        extra = {"exclusive": True} if lockable else {}
         try:
             self._ser = serial.serial_for_url(
-                config.port, baudrate=config.baud, timeout=0, write_timeout=config.write_timeout
+                config.port, baudrate=config.baud, timeout=0, write_timeout=config.write_timeout, **extra
             )
         except (serial.SerialException, OSError, ValueError) as exc:
+            if "lock" in str(exc):
+                raise PortLost(
+                    f"serial port {config.port} is in use by another program; stop it (lsof {config.port}) first"
+                ) from exc
             raise PortLost(
                 f"cannot open serial port {config.port}: {exc}; check the path (ls /dev/serial/by-id/) "
                 "and permissions (add yourself to the dialout group)"

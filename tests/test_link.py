@@ -113,6 +113,17 @@ def test_missing_serial_port_is_one_clear_line():
         SerialTransport(SerialConfig("/nonexistent/tty"))
 
 
+def test_second_opener_of_a_port_is_refused():
+    master, slave, path = open_pty()
+    first = SerialTransport(SerialConfig(path, exclusive=True))
+    with pytest.raises(PortLost, match="in use by another program"):
+        SerialTransport(SerialConfig(path, exclusive=True))
+    first.close()
+    SerialTransport(SerialConfig(path, exclusive=True)).close()  # free again once the first one closed
+    os.close(master)
+    os.close(slave)
+
+
 def test_config_validation():
     with pytest.raises(ValueError, match="timeout"):
         LinkConfig(timeout=0)
