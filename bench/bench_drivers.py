@@ -6,13 +6,17 @@ measured time per tick beside the physical bound of the same bytes on a real 1 M
 figure is the software cost of host + simulator; a real bus adds at least the wire bound, plus
 the adapter's latency timer (1 ms when tuned, 16 ms on an untuned FTDI) per reply burst.
 
-    python bench/bench_drivers.py [--ticks 2000]
+    python bench/bench_drivers.py [--ticks 1000] [--in-process]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import statistics
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -103,6 +107,24 @@ def vendor(family: str, port: str):
     return tick, handler.closePort
 
 
+@contextlib.contextmanager
+def simulator(family: str, in_process: bool):
+    """Yield the pty path of a 6-servo simulated bus; by default served by the shipped CLI in a child process."""
+    if in_process:
+        sim_cls = DynamixelSim if family == "dynamixel" else FeetechSim
+        with sim_cls(ids=IDS) as sim:
+            yield sim.port
+        return
+    cmd = [sys.executable, "-m", "vla_runtime.runtime.cli", "sim-device", family, "--ids", "1-6"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    try:
+        banner = proc.stdout.readline()
+        yield banner.rsplit(" on ", 1)[1].strip()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=10)
+
+
 def summarise(samples: list[float]) -> tuple[float, float, float]:
     ms = sorted(s * 1e3 for s in samples)
     return statistics.median(ms), ms[int(0.99 * (len(ms) - 1))], ms[-1]
@@ -111,17 +133,21 @@ def summarise(samples: list[float]) -> tuple[float, float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ticks", type=int, default=1000, help="ticks timed per row")
+    parser.add_argument(
+        "--in-process", action="store_true", help="run the simulator as a thread here (shares the GIL with the master)"
+    )
     args = parser.parse_args()
-    print(f"6-servo tick = sync read (pos+vel) + sync write, {args.ticks} ticks per row, pty simulator")
+    where = "a thread of this process" if args.in_process else "its own process (`vla-runtime sim-device`)"
+    print(f"6-servo tick = sync read (pos+vel) + sync write, {args.ticks} ticks per row, pty simulator in {where}")
     header = f"{'family':<10} {'master':<12} {'median ms':>10} {'p99 ms':>8} {'max ms':>8} {'wire bytes':>11}"
     print(header + f" {'wire bound @1M ms':>18} {'median/bound':>13} {'failed':>7}")
-    for family, sim_cls in (("dynamixel", DynamixelSim), ("feetech", FeetechSim)):
+    for family in ("dynamixel", "feetech"):
         request, replies, write = wire_bytes(family)
         total = request + replies + write
         bound_ms = total * BITS_PER_BYTE / BAUD * 1e3
         for name, factory in (("vla-runtime", ours), ("vendor SDK", vendor)):
-            with sim_cls(ids=IDS) as sim:
-                tick, close = factory(family, sim.port)
+            with simulator(family, args.in_process) as port:
+                tick, close = factory(family, port)
                 try:
                     samples, failed = time_ticks(tick, args.ticks)
                 finally:
