@@ -1,0 +1,200 @@
+"""Loop pacing and runtime overhead, measured side by side in one run.
+
+Part 1, pacing: the same simulated work (a fixed busy time plus a seeded random part) is paced
+three ways: our absolute-deadline Scheduler (coarse sleep, then a yielding spin for the last
+`spin_s`), the same Scheduler with spin_s = 0 (OS sleep only), and the naive loop that sleeps a
+fixed `period` after the work. For each: period error (|interval - period|) p50 / p99 / max,
+and drift, where tick N started versus t0 + N * period.
+
+Part 2, overhead: the full control loop (scheduler, profiler, chunk cursor, safety layer with
+inverse kinematics) runs the tiny default bundle against an in-memory robot and a fixed camera
+frame, so robot I/O costs nothing. Per tick, everything except the backend's graph time is the
+runtime's own overhead; it is reported as a share of the period, split into the loop machinery
+and the policy's host-side stages (preprocess, tokenize, decode_actions).
+
+    python bench/bench_loop.py [--hz 50] [--ticks 250] [--bundle DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+from vla_runtime.runtime.loop import ControlLoop, LoopConfig
+from vla_runtime.runtime.profiler import Profiler
+from vla_runtime.runtime.robot import Camera, Robot
+from vla_runtime.runtime.robot_description import load_robot_description
+from vla_runtime.runtime.safety import ActionSafety, SafetyLimits
+from vla_runtime.runtime.scheduler import Scheduler, SchedulerConfig
+from vla_runtime.runtime.types import Frame, RobotState
+
+GRAPH_STAGES = ("vision", "prefill", "decode", "head", "velocity")
+HOST_STAGES = ("preprocess", "tokenize", "decode_actions")
+IO_STAGES = ("state", "capture", "command")
+
+
+def busy(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def pacing_stats(starts: list[float], slots: list[int], period: float) -> dict[str, float]:
+    """Period error per interval (against the slots it spans) and drift of the last tick from its slot."""
+    s, k = np.asarray(starts), np.asarray(slots)
+    err = np.abs(np.diff(s) - np.diff(k) * period) * 1e3  # ms
+    drift = (s[-1] - s[0] - (k[-1] - k[0]) * period) * 1e3  # ms
+    skipped = int(k[-1] - k[0] + 1 - len(k))
+    return {"p50": np.percentile(err, 50), "p99": np.percentile(err, 99), "max": err.max(), "drift": drift,
+            "skipped": skipped}
+
+
+def run_scheduler(period: float, ticks: int, work: np.ndarray, spin_s: float) -> tuple[list[float], list[int]]:
+    sched = Scheduler(SchedulerConfig(1.0 / period, spin_s=spin_s, max_consecutive_misses=10**9))
+    sched.start()
+    for k in range(ticks):
+        sched.tick()
+        busy(work[k])
+        sched.wait()
+    return sched.profiler.starts, sched.profiler.slots
+
+
+def run_naive(period: float, ticks: int, work: np.ndarray) -> tuple[list[float], list[int]]:
+    """Tick k is meant for t0 + k * period, but each sleep starts after the work: error accumulates."""
+    starts = []
+    for k in range(ticks):
+        starts.append(time.perf_counter())
+        busy(work[k])
+        time.sleep(period)
+    return starts, list(range(ticks))
+
+
+class NullRobot(Robot):
+    """A perfect in-memory arm: reads back exactly what it was last sent, at no cost."""
+
+    def __init__(self, kinematics, q0):
+        self._kin, self.q, self.g = kinematics, np.array(q0, dtype=np.float64), 1.0
+
+    @property
+    def joint_names(self):
+        return tuple(f"j{i}" for i in range(len(self.q)))
+
+    @property
+    def kinematics(self):
+        return self._kin
+
+    def activate(self):
+        pass
+
+    def read_state(self, now):
+        pos, rpy = self._kin.forward(self.q)
+        return RobotState(self.q.copy(), pos, rpy, self.g, now)
+
+    def command(self, joint_targets, gripper, now, period):
+        self.q, self.g = np.array(joint_targets), float(gripper)
+        return self.q, self.g
+
+    def hold(self, now, period):
+        pass
+
+    def deactivate(self):
+        pass
+
+
+class StillCamera(Camera):
+    def __init__(self, size: int):
+        rng = np.random.default_rng(0)
+        self.image = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+
+    def read(self, now):
+        return Frame(self.image, now)
+
+
+def overhead(bundle: str, hz: float, ticks: int, image_size: int) -> tuple[Profiler, str]:
+    from vla_runtime.runtime.policy import load_policy
+    from vla_runtime.runtime.sim.world import SimWorld
+
+    world = SimWorld()
+    policy = load_policy(bundle, backend="cpu")
+    m = policy.manifest
+    desc = load_robot_description("sim")
+    limits = SafetyLimits.from_sources(m.safety, desc.safety, desc.joint_min, desc.joint_max, desc.joint_max_velocity)
+    robot = NullRobot(world.kinematics, world.data.qpos[world.arm_qpos])
+    safety = ActionSafety(limits, m.action.kind, m.action.dim, robot.kinematics, len(robot.q))
+    sched = Scheduler(SchedulerConfig(hz, max_consecutive_misses=10**9), Profiler(1.0 / hz))
+    loop = ControlLoop(LoopConfig(ticks, m.control.replan_every), policy, robot, StillCamera(image_size), safety, sched)
+    result = loop.run("pick up the red block")
+    policy.close()
+    return sched.profiler, f"{m.model.get('name')} replan every {m.control.replan_every}, {result.stop_reason}"
+
+
+def tick_sums(profiler: Profiler, names: tuple[str, ...]) -> np.ndarray:
+    """Seconds per tick spent in the given stages (inference stages are laid inside their tick)."""
+    starts = np.asarray(profiler.starts)
+    out = np.zeros(len(starts))
+    for span in profiler.spans:
+        if span.name in names:
+            i = max(int(np.searchsorted(starts, span.t_start, side="right")) - 1, 0)
+            out[i] += span.duration
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--hz", type=float, default=50.0, help="pacing rate for part 1 (Hz)")
+    ap.add_argument("--ticks", type=int, default=250, help="ticks per pacing variant")
+    ap.add_argument("--work-ms", type=float, default=3.0, help="fixed busy work per tick (ms), plus up to 2 ms random")
+    ap.add_argument("--bundle", help="bundle for part 2 (default: the embedded default, built on first use)")
+    ap.add_argument("--loop-hz", type=float, default=10.0, help="control rate for part 2 (Hz)")
+    ap.add_argument("--loop-ticks", type=int, default=100, help="ticks for part 2")
+    ap.add_argument("--image-size", type=int, default=224, help="camera frame side for part 2 (px)")
+    args = ap.parse_args()
+
+    print(f"host: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start")
+    period = 1.0 / args.hz
+    rng = np.random.default_rng(0)
+    work = args.work_ms * 1e-3 + rng.uniform(0, 2e-3, args.ticks)  # seconds per tick
+    rows = {
+        "scheduler (sleep + 1 ms spin)": pacing_stats(*run_scheduler(period, args.ticks, work, 0.001), period),
+        "scheduler (sleep only)": pacing_stats(*run_scheduler(period, args.ticks, work, 0.0), period),
+        "naive time.sleep(period)": pacing_stats(*run_naive(period, args.ticks, work), period),
+    }
+    print(f"\npart 1: pacing at {args.hz:g} Hz, {args.ticks} ticks, work {args.work_ms:g} ms + U(0, 2) ms per tick")
+    print(f"{'loop':<32}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'drift ms':>11}{'skipped':>9}")
+    for name, r in rows.items():
+        print(f"{name:<32}{r['p50']:>9.3f}{r['p99']:>9.3f}{r['max']:>9.3f}{r['drift']:>11.3f}{r['skipped']:>9}")
+    ours, naive = rows["scheduler (sleep + 1 ms spin)"], rows["naive time.sleep(period)"]
+    print(f"drift, naive / ours: {abs(naive['drift']) / max(abs(ours['drift']), 1e-3):.0f}x"
+          f"  |  p99 period error, naive / ours: {naive['p99'] / max(ours['p99'], 1e-6):.1f}x")
+
+    bundle = args.bundle
+    if bundle is None:
+        from vla_runtime.runtime.default_bundle import ensure_default_bundle
+
+        bundle = str(ensure_default_bundle(announce=print))
+    prof, label = overhead(bundle, args.loop_hz, args.loop_ticks, args.image_size)
+    loop_period = 1.0 / args.loop_hz
+    work_s = np.asarray(prof._samples["work"])
+    graphs = tick_sums(prof, GRAPH_STAGES)
+    host = tick_sums(prof, HOST_STAGES)
+    io = tick_sums(prof, IO_STAGES)
+    machinery = work_s - graphs - host - io  # scheduler, profiler, chunking, safety + IK, bookkeeping
+    total = work_s - graphs - io
+    print(f"\npart 2: runtime overhead per tick at {args.loop_hz:g} Hz, {args.loop_ticks} ticks ({label}),"
+          f" in-memory robot, {args.image_size}px frame")
+    print(f"{'per tick':<44}{'p50 ms':>9}{'p99 ms':>9}{'p50 %period':>13}{'p99 %period':>13}")
+    for name, v in (("backend graphs (excluded)", graphs),
+                    ("loop machinery (sched, safety+IK, chunks)", machinery),
+                    ("policy host stages (preprocess, tokenize..)", host),
+                    ("runtime overhead = all but graphs", total)):
+        p50, p99 = np.percentile(v, [50, 99]) * 1e3
+        print(f"{name:<44}{p50:>9.3f}{p99:>9.3f}{p50 / loop_period / 10:>12.2f}%{p99 / loop_period / 10:>12.2f}%")
+    print(f"mean runtime overhead: {total.mean() / loop_period * 100:.2f}% of the period"
+          f" (loop machinery alone {machinery.mean() / loop_period * 100:.2f}%)")
+    print(f"load average {os.getloadavg()[0]:.2f} at the end\n\nper-stage table of part 2:\n{prof.table()}")
+
+
+if __name__ == "__main__":
+    main()
