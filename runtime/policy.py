@@ -96,6 +96,7 @@ class BundlePolicy(Policy):
         self.last_normalized: np.ndarray | None = None  # float32 [H, D] model-space actions
         self.last_bins: np.ndarray | None = None  # int64 [H, D] chosen bins; None for flow
         self.stage_times: dict[str, float] = {}  # seconds per stage of the last infer()
+        self._times: dict[str, float] = {}  # the inference in progress
         self._runners = dict(runners)
         self._decoder = decoder
         self._preprocess = Preprocessor(manifest.preprocess)
@@ -118,8 +119,7 @@ class BundlePolicy(Policy):
 
     def infer(self, frame: Frame, task: str, state: RobotState | None = None) -> ActionChunk:
         """Frame + task -> ActionChunk [H, D] in physical units. The graphs take no robot state."""
-        times = self.stage_times
-        times.clear()
+        times = self._times = {}  # published whole at the end: a profiler thread may be reading the last
         t0 = time.perf_counter()
         pixels = self._preprocess(frame.image)  # [1, 3, S, S]
         t1 = time.perf_counter()
@@ -140,6 +140,7 @@ class BundlePolicy(Policy):
         actions = self._unnormalize(decoded.normalized)  # float64 [H, D]
         times["decode_actions"] = time.perf_counter() - t3 - self._graph_s
         self.last_normalized, self.last_bins = decoded.normalized, decoded.bins
+        self.stage_times = times
         return ActionChunk(actions=actions, names=self._names, t_obs=frame.t_capture)
 
     def _run(self, role: str, inputs: Mapping[str, Any], keep: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -147,7 +148,7 @@ class BundlePolicy(Policy):
         if self.graph_tap is not None:
             self.graph_tap(role, {name: runner.fetch(value) for name, value in inputs.items()})
         outputs = runner.run(inputs, keep)
-        self.stage_times[role] = self.stage_times.get(role, 0.0) + runner.last_run_s
+        self._times[role] = self._times.get(role, 0.0) + runner.last_run_s
         if role == self._decoder.role:
             self._graph_s += runner.last_run_s
         return outputs
