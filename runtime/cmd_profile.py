@@ -56,12 +56,12 @@ def cmd_profile(args: argparse.Namespace) -> int:
         rate = args.hz or manifest.control.rate_hz
         image = synthetic_frame(args.image_size)
         for _ in range(args.warmup):
-            policy.infer(Frame(image, time.perf_counter()), args.task)
+            policy.infer(Frame(image, time.monotonic()), args.task)
         sched = Scheduler(SchedulerConfig(rate, max_consecutive_misses=10**9), Profiler(1.0 / rate))
         sched.start()
         for _ in range(args.iterations):
             sched.tick()
-            t = time.perf_counter()
+            t = time.monotonic()
             with sched.section("infer"):
                 policy.infer(Frame(image, t), args.task)
             sched.profiler.record_stages(dict(policy.stage_times), t)

@@ -182,10 +182,13 @@ class ControlLoop:
             logger.debug("loop failed", exc_info=True)
             result.stop_reason = f"error: {type(exc).__name__}: {exc}"
         finally:
-            if worker is not None:
-                worker.stop()
-            self._safe_stop()
-            restore()
+            self._ignore_sigint()  # a further Ctrl-C must not cut the safe stop short
+            try:
+                if worker is not None:
+                    worker.stop()
+                self._safe_stop()
+            finally:
+                restore()
         return result
 
     # -- one tick ----------------------------------------------------------------------------------
@@ -247,6 +250,11 @@ class ControlLoop:
             self.robot.deactivate()
         except Exception as exc:  # noqa: BLE001
             logger.error("deactivate on stop failed: %s", exc)
+
+    @staticmethod
+    def _ignore_sigint() -> None:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def _install_sigint(self):
         """First Ctrl-C: stop after this tick. Second: KeyboardInterrupt (still ends in the safe state)."""

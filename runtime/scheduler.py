@@ -59,7 +59,7 @@ class Scheduler:
         self,
         config: SchedulerConfig,
         profiler: Profiler | None = None,
-        clock: Callable[[], float] = time.perf_counter,
+        clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ):
         self.config = config
