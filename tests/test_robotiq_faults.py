@@ -20,7 +20,7 @@ from vla_runtime.drivers.simdevice import FaultConfig
 
 FAST = GripperModel(activation_s=0.0, stroke_fast_s=0.2)
 CONFIG = dict(timeout=0.03, retries=2, activation_timeout=1.0)
-BOUND_S = 2 * 3 * 0.03 + 0.5  # the failed exchange and the safe-state attempt, 3 tries each, plus slack
+BOUND_S = 2 * 3 * 0.03 + 1.0  # the failed exchange and the safe-state attempt, 3 tries each, plus slack
 
 
 def _gripper(sim: RobotiqSim, **overrides):

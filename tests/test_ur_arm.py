@@ -128,7 +128,7 @@ def test_client_receives_the_newest_package_and_can_pause(sim):
         first = client.receive()["timestamp"]
         time.sleep(0.2)  # ~25 packages at 125 Hz pile up
         newest = client.receive()["timestamp"]
-        assert newest - first >= 0.15 and client.skipped_packages >= 10
+        assert newest - first >= 0.15 and client.skipped_packages >= 5
         client.pause()  # packages sent before the pause reply are consumed while waiting for it
         with pytest.raises(DeviceTimeout, match="no RTDE data package"):
             client.receive(timeout=0.1)

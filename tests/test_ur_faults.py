@@ -25,7 +25,7 @@ def test_no_replies_is_a_setup_timeout_within_its_deadline():
         started = time.monotonic()
         with pytest.raises(DeviceTimeout, match="no reply to RTDE 'V' in 0.2 s"):
             arm.configure()
-        assert time.monotonic() - started < 1.0
+        assert time.monotonic() - started < 1.5
         assert arm.state is DriverState.FAULT
         arm.close()
 
@@ -36,7 +36,7 @@ def test_slow_controller_is_a_timeout_not_a_hang():
         started = time.monotonic()
         with pytest.raises(DeviceTimeout):
             arm.configure()
-        assert time.monotonic() - started < 1.0
+        assert time.monotonic() - started < 1.5
         arm.close()
 
 
