@@ -36,7 +36,7 @@ class RTDEClientConfig:
 
 
 class RTDEClient:
-    """One RTDE session: version -> recipes -> start -> send()/receive() -> pause."""
+    """One RTDE connection: version -> recipes -> start -> send()/receive() -> pause."""
 
     def __init__(self, transport: Transport, config: RTDEClientConfig | None = None):
         self.transport = transport

@@ -37,7 +37,7 @@ MAX_CLIENTS = 4  # concurrent RTDE connections; a real controller allows a few m
 CONTROL_PERIOD = 0.008  # seconds between model steps (125 Hz)
 
 
-class _Session:
+class _Connection:
     """One RTDE connection: setup, then streaming of its output recipes."""
 
     def __init__(self, sim: URSim, sock: socket.socket, conn_id: int):
@@ -175,7 +175,7 @@ class URSim:
         self.controller = Controller(model, notify=self._broadcast)
         self.vanished = threading.Event()
         self._stop = threading.Event()
-        self._sessions: list[_Session] = []
+        self._connections: list[_Connection] = []
         self._threads: list[threading.Thread] = []
         self._listeners: list[socket.socket] = []
         self._lock = threading.Lock()
@@ -251,12 +251,12 @@ class URSim:
                 pass
         self._listeners.clear()
         with self._lock:
-            for s in self._sessions:
+            for s in self._connections:
                 s.closed.set()
 
     def _broadcast(self, text: str, level: int) -> None:
         with self._lock:
-            for s in self._sessions:
+            for s in self._connections:
                 s.tell(text, level)
 
     def _accept_loop(self, sock: socket.socket):
@@ -271,18 +271,18 @@ class URSim:
     def _accept_rtde(self, sock: socket.socket) -> None:
         for n, conn in enumerate(self._accept_loop(sock), start=1):
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            session = _Session(self, conn, n)
+            client = _Connection(self, conn, n)
             with self._lock:
-                self._sessions = [s for s in self._sessions if not s.closed.is_set()]
-                if len(self._sessions) >= MAX_CLIENTS:
+                self._connections = [s for s in self._connections if not s.closed.is_set()]
+                if len(self._connections) >= MAX_CLIENTS:
                     conn.close()
                     continue
-                self._sessions.append(session)
-            self._spawn(self._run_session, session)
+                self._connections.append(client)
+            self._spawn(self._run_connection, client)
 
-    def _run_session(self, session: _Session) -> None:
-        session.serve()
-        session.closed.set()
+    def _run_connection(self, client: _Connection) -> None:
+        client.serve()
+        client.closed.set()
 
     def _accept_script(self, sock: socket.socket) -> None:
         for conn in self._accept_loop(sock):
