@@ -31,6 +31,7 @@ class FaultConfig:
     hardware_error_ids: tuple[int, ...] = ()  # device ids that report a hardware error (overload, overheat)
     vanish_after_s: float | None = None  # seconds after start() when the port disappears (USB unplug)
     seed: int | None = None  # RNG seed so a fault sequence can be replayed; None = random
+    echo: bool = False  # the adapter echoes every host frame back (single-wire TTL without direction control)
 
     def __post_init__(self):
         for name in ("drop_rate", "bad_crc_rate"):
@@ -44,7 +45,7 @@ class FaultConfig:
 
     @property
     def any(self) -> bool:
-        return bool(self.drop_rate or self.bad_crc_rate or self.delay_ms or self.hardware_error_ids) or (
+        return bool(self.drop_rate or self.bad_crc_rate or self.delay_ms or self.hardware_error_ids or self.echo) or (
             self.vanish_after_s is not None
         )
 
@@ -65,6 +66,9 @@ def add_fault_arguments(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--vanish-after", type=float, default=None, metavar="S", help="close the port after S s")
     g.add_argument("--seed", type=int, default=None, help="random seed for repeatable faults")
+    g.add_argument(
+        "--echo", action="store_true", help="echo every host frame back, like a TTL adapter without direction control"
+    )
 
 
 def fault_config_from_args(args: argparse.Namespace) -> FaultConfig:
@@ -75,6 +79,7 @@ def fault_config_from_args(args: argparse.Namespace) -> FaultConfig:
         hardware_error_ids=tuple(args.hardware_error),
         vanish_after_s=args.vanish_after,
         seed=args.seed,
+        echo=getattr(args, "echo", False),
     )
 
 
@@ -210,11 +215,13 @@ class PtySimulator(ABC):
             consumed, request = self.decode_request(buf)
             if consumed == 0:
                 break
-            buf = buf[consumed:]
+            frame, buf = buf[:consumed], buf[consumed:]
             if request is None:
                 self.garbage_bytes += consumed
                 continue
             self.requests += 1
+            if self.faults.config.echo:
+                self._write(frame)
             with self._lock:
                 self.tick(time.monotonic())
                 replies = self.handle(request)
@@ -226,8 +233,11 @@ class PtySimulator(ABC):
         if self.faults.drop():
             return
         self.faults.delay()
+        self._write(self.faults.corrupt(reply))
+
+    def _write(self, data: bytes) -> None:
         try:
-            os.write(self._master, self.faults.corrupt(reply))
+            os.write(self._master, data)
         except OSError:
             pass
 

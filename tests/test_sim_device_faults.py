@@ -109,6 +109,17 @@ def test_delay_beyond_deadline_times_out_and_within_deadline_succeeds(make):
     assert patient.ping(1) in (1060, 777)
 
 
+def test_adapter_echo_is_not_mistaken_for_a_reply(make):
+    sim, bus = make(FaultConfig(echo=True))
+    assert bus.ping(1) in (1060, 777)
+    positions, _ = bus.read_state(IDS)
+    assert positions.tolist() == [2048 + 16 * i for i in IDS]
+    if isinstance(bus, FeetechBus):  # a 2-byte READ echo has the shape of a 2-byte reply
+        assert bus.read_raw(1, 56, 2) == (2048 + 16).to_bytes(2, "little")
+    else:
+        assert bus.link.stats.garbage_bytes > 0  # instruction packets are skipped by the status decoder
+
+
 def test_hardware_error_bit_faults_the_arm_at_configure(make):
     sim, bus = make(FaultConfig(hardware_error_ids=(4,)))
     arm = arm_on(bus)

@@ -26,6 +26,11 @@ def describe_error(err: int) -> str:
     return ", ".join(names) or f"error 0x{err:02x}"
 
 
+def _is_echo(pkt: p.Packet, request: bytes) -> bool:
+    """Feetech statuses carry no marker, so a TTL adapter's echo of our request can look like a reply."""
+    return p.encode(pkt.id, pkt.code, pkt.params) == request
+
+
 class FeetechBus(ServoBus):
     family = "feetech"
     ticks_per_rev = TICKS_PER_REV
@@ -45,7 +50,10 @@ class FeetechBus(ServoBus):
         return pkt
 
     def _reply(self, frame: bytes, servo_id: int, size: int, what: str, **kw) -> p.Packet:
-        (pkt,) = self.link.exchange(frame, expect=lambda m: m.id == servo_id and len(m.params) == size, **kw)
+        def expect(m: p.Packet) -> bool:
+            return m.id == servo_id and len(m.params) == size and not _is_echo(m, frame)
+
+        (pkt,) = self.link.exchange(frame, expect=expect, **kw)
         return self._check(pkt, what)
 
     def ping_raw(self, servo_id: int, timeout: float | None = None, retries: int | None = None) -> None:
@@ -79,9 +87,10 @@ class FeetechBus(ServoBus):
 
     def sync_read_raw(self, address: int, size: int, ids: Sequence[int]) -> dict[int, bytes]:
         wanted = set(ids)
+        frame = p.sync_read(address, size, ids)
         replies = self.link.exchange(
-            p.sync_read(address, size, ids),
-            expect=lambda m: m.id in wanted and len(m.params) == size,
+            frame,
+            expect=lambda m: m.id in wanted and len(m.params) == size and not _is_echo(m, frame),
             count=len(wanted),
         )
         return {pkt.id: self._check(pkt, f"sync read @{address}").params for pkt in replies}
