@@ -146,3 +146,16 @@ def test_cpu_fast_variant_is_integer_and_not_for_tensorrt(tmp_path, cfg):
     ref = ort.InferenceSession(str(src)).run(None, feed)[0]
     out = ort.InferenceSession(str(tmp_path / "c.onnx")).run(None, feed)[0]
     assert np.abs(ref - out).max() < 0.1 * np.abs(ref).max()
+
+
+def test_ranges_cover_every_calibration_batch(tmp_path):
+    """Samples are fed in bounded batches; an outlier in any batch must widen the range."""
+    from onnxruntime.quantization.calibrate import load_tensors_data
+    from vla_runtime.calibration.quantize import calibrate_ranges
+
+    src = _model(tmp_path / "g.onnx")
+    samples = _samples(5)
+    samples[0]["pooled"] = samples[0]["pooled"] * 0 + 50.0  # first batch only
+    calibrate_ranges(src, samples, QdqConfig(batch_outputs=2), tmp_path / "r.json")
+    low, high = load_tensors_data(tmp_path / "r.json")["pooled"].range_value
+    assert np.max(high) >= 50.0 and np.min(low) <= -50.0  # symmetric range around the outlier
