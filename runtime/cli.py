@@ -53,7 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
+    try:  # importing the subcommands takes a moment; Ctrl-C then is still a clean exit
+        parser = build_parser()
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     known = set(SUBCOMMANDS) | {"-h", "--help"}
     first = next((a for a in argv if a not in ("-v", "--verbose")), None)
     if first not in known:
