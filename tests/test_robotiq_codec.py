@@ -87,6 +87,18 @@ def test_partial_frame_needs_more_bytes():
         assert codec.decode_request(frame[:n]) == (0, None)
 
 
+@pytest.mark.parametrize("how", ["whole", "halves", "bytes"])
+def test_read_write_multiple_request_and_reply(how):
+    msg = codec.ReadWriteRegisters(9, 2000, 3, 1000, (0x0900, 0x0000, 0xFFFF))
+    frame = codec.encode(msg)
+    assert frame[:11] == H("09 17 07 D0 00 03 03 E8 00 03 06") and len(frame) == 19
+    out, skipped, _ = feed(codec.decode_request, split(GARBAGE + frame, how))
+    assert out == [msg] and skipped == len(GARBAGE)
+    reply = codec.RegistersReply(9, codec.READ_WRITE_MULTIPLE, (0xF900, 0, 0x0D00))
+    out, _, _ = feed(codec.decode_reply, split(codec.encode(reply), how))
+    assert out == [reply]
+
+
 def test_exception_reply_round_trip():
     msg = codec.ExceptionReply(9, codec.WRITE_MULTIPLE, 2)
     frame = codec.encode(msg)

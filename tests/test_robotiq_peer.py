@@ -89,10 +89,14 @@ def test_our_encoder_matches_pymodbus_bytes(master, sim):
     master.write_registers(1000, [0x0900, 0x00FF, 0xFFFF], device_id=9)
     master.read_input_registers(2000, count=3, device_id=9)
     master.read_holding_registers(1000, count=3, device_id=9)
+    master.readwrite_registers(
+        read_address=2000, read_count=3, write_address=1000, values=[0x0900, 0x0080, 0x8040], device_id=9
+    )
     ours = [
         codec.encode(codec.WriteRegisters(9, 1000, (0x0900, 0x00FF, 0xFFFF))),
         codec.encode(codec.ReadRegisters(9, codec.READ_INPUT, 2000, 3)),
         codec.encode(codec.ReadRegisters(9, codec.READ_HOLDING, 1000, 3)),
+        codec.encode(codec.ReadWriteRegisters(9, 2000, 3, 1000, (0x0900, 0x0080, 0x8040))),
     ]
     assert sim.frames == ours
 
@@ -162,3 +166,25 @@ def test_activation_is_skipped_when_already_done(sim, master):
         assert writes == []  # no reset, no re-activation sweep, no go-to
     finally:
         gripper.close()
+
+
+def test_pyrobotiqgripper_operates_our_simulator():
+    """A real-world Robotiq client: partial writes (rPR alone), FC23 write+read, its own status parsing."""
+    rq = pytest.importorskip("pyrobotiqgripper", reason="pyrobotiqgripper (the [peers] extra) is not installed")
+    model = GripperModel(activation_s=0.05, stroke_fast_s=0.2, stroke_slow_s=1.0, object_at=180)
+    with RobotiqSim(model=model) as sim:
+        gripper = rq.RobotiqGripper(com_port=sim.port)
+        gripper.connect()
+        try:
+            gripper.activate()
+            assert gripper.isActivated()
+            gripper.close()  # waits until stopped: the simulated object blocks at 180
+            assert gripper.position() == 180 and sim.status().object is ObjectStatus.CONTACT_CLOSING
+            gripper.open()
+            assert gripper.position() == 0
+            gripper.move(100, speed=200, force=50)
+            assert gripper.position() == 100 and sim.request.speed == 200 and sim.request.force == 50
+        finally:
+            gripper.disconnect()
+        used = {frame[1] for frame in sim.frames}
+    assert used == {codec.READ_INPUT, codec.WRITE_MULTIPLE, codec.READ_WRITE_MULTIPLE}

@@ -15,8 +15,10 @@ from dataclasses import dataclass
 READ_HOLDING = 0x03
 READ_INPUT = 0x04
 WRITE_MULTIPLE = 0x10
+READ_WRITE_MULTIPLE = 0x17  # write then read in one transaction (a command plus its status)
 MAX_REGISTERS = 125  # Modbus limit on registers per read (PDU of 253 bytes)
 MAX_WRITE_REGISTERS = 123  # Modbus limit on registers per FC16 write
+MAX_RW_WRITE_REGISTERS = 121  # Modbus limit on registers written by FC23
 
 
 def _crc_table() -> tuple[int, ...]:
@@ -69,8 +71,23 @@ class WriteRegisters:
 
 
 @dataclass(frozen=True)
+class ReadWriteRegisters:
+    """FC23 request: write holding registers, then read registers, in one exchange."""
+
+    unit: int
+    read_address: int
+    read_count: int  # 1..125
+    write_address: int
+    values: tuple[int, ...]  # 1..121 register values
+
+    @property
+    def function(self) -> int:
+        return READ_WRITE_MULTIPLE
+
+
+@dataclass(frozen=True)
 class RegistersReply:
-    """Reply to FC03/FC04: the register values."""
+    """Reply to FC03/FC04/FC23: the register values read."""
 
     unit: int
     function: int
@@ -99,7 +116,7 @@ class ExceptionReply:
     code: int  # 1 illegal function, 2 illegal address, 3 illegal value, 4 device failure
 
 
-Request = ReadRegisters | WriteRegisters
+Request = ReadRegisters | WriteRegisters | ReadWriteRegisters
 Reply = RegistersReply | WriteReply | ExceptionReply
 
 
@@ -110,6 +127,11 @@ def encode(msg: Request | Reply) -> bytes:
     elif isinstance(msg, WriteRegisters):
         n = len(msg.values)
         body = struct.pack(f">BBHHB{n}H", msg.unit, WRITE_MULTIPLE, msg.address, n, 2 * n, *msg.values)
+    elif isinstance(msg, ReadWriteRegisters):
+        n = len(msg.values)
+        head = struct.pack(">BBHHHHB", msg.unit, READ_WRITE_MULTIPLE, msg.read_address, msg.read_count,
+                           msg.write_address, n, 2 * n)  # fmt: skip
+        body = head + struct.pack(f">{n}H", *msg.values)
     elif isinstance(msg, RegistersReply):
         n = len(msg.values)
         body = struct.pack(f">BBB{n}H", msg.unit, msg.function, 2 * n, *msg.values)
@@ -172,6 +194,20 @@ def _request_at(buf: bytes, unit: int | None) -> tuple[int, Request | None]:
         if not _crc_ok(frame):
             return 1, None
         return size, WriteRegisters(frame[0], address, struct.unpack(f">{count}H", frame[7 : 7 + nbytes]))
+    if function == READ_WRITE_MULTIPLE:
+        if len(buf) < 11:
+            return 0, None
+        _, _, r_addr, r_count, w_addr, w_count, nbytes = struct.unpack(">BBHHHHB", bytes(buf[:11]))
+        if not (1 <= r_count <= MAX_REGISTERS and 1 <= w_count <= MAX_RW_WRITE_REGISTERS and nbytes == 2 * w_count):
+            return 1, None
+        size = 11 + nbytes + 2
+        if len(buf) < size:
+            return 0, None
+        frame = bytes(buf[:size])
+        if not _crc_ok(frame):
+            return 1, None
+        values = struct.unpack(f">{w_count}H", frame[11 : 11 + nbytes])
+        return size, ReadWriteRegisters(frame[0], r_addr, r_count, w_addr, values)
     return 1, None
 
 
@@ -186,14 +222,14 @@ def _reply_at(buf: bytes, unit: int | None) -> tuple[int, Reply | None]:
     if not _unit_ok(buf[0], unit):
         return 1, None
     function = buf[1]
-    if function & 0x80 and function & 0x7F in (READ_HOLDING, READ_INPUT, WRITE_MULTIPLE):
+    if function & 0x80 and function & 0x7F in (READ_HOLDING, READ_INPUT, WRITE_MULTIPLE, READ_WRITE_MULTIPLE):
         if len(buf) < 5:
             return 0, None
         frame = bytes(buf[:5])
         if not _crc_ok(frame):
             return 1, None
         return 5, ExceptionReply(frame[0], function & 0x7F, frame[2])
-    if function in (READ_HOLDING, READ_INPUT):
+    if function in (READ_HOLDING, READ_INPUT, READ_WRITE_MULTIPLE):
         if len(buf) < 3:
             return 0, None
         nbytes = buf[2]

@@ -87,18 +87,40 @@ class RobotiqSim(PtySimulator):
             return []  # another device on the bus; stay silent
         self._advance(time.monotonic())
         if isinstance(request, codec.WriteRegisters):
-            start, count = BLOCKS[Block.REQUEST]
-            if request.address != start or len(request.values) != count:
-                return [codec.encode(codec.ExceptionReply(self.unit, codec.WRITE_MULTIPLE, 2))]
-            self._apply(GripperRequest.from_registers(request.values))
+            if not self._store(request.address, request.values):
+                return [self._refuse(codec.WRITE_MULTIPLE)]
             return [codec.encode(codec.WriteReply(self.unit, request.address, len(request.values)))]
-        block = Block.STATUS if request.function == codec.READ_INPUT else Block.REQUEST
-        start, count = BLOCKS[block]
-        if not (start <= request.address and request.address + request.count <= start + count):
-            return [codec.encode(codec.ExceptionReply(self.unit, request.function, 2))]
+        if isinstance(request, codec.ReadWriteRegisters):  # the write happens first, then the read
+            if not self._store(request.write_address, request.values):
+                return [self._refuse(codec.READ_WRITE_MULTIPLE)]
+            regs = self._load(request.read_address, request.read_count, input_block=True)
+        else:
+            regs = self._load(request.address, request.count, input_block=request.function == codec.READ_INPUT)
+        if regs is None:
+            return [self._refuse(request.function)]
+        return [codec.encode(codec.RegistersReply(self.unit, request.function, regs))]
+
+    def _refuse(self, function: int) -> bytes:
+        return codec.encode(codec.ExceptionReply(self.unit, function, 2))  # illegal data address
+
+    def _store(self, address: int, values: tuple[int, ...]) -> bool:
+        """Any part of the request block may be written, as the gripper allows (e.g. rPR alone)."""
+        start, count = BLOCKS[Block.REQUEST]
+        if not (start <= address and address + len(values) <= start + count):
+            return False
+        regs = list(self.request.to_registers())
+        regs[address - start : address - start + len(values)] = values
+        self._apply(GripperRequest.from_registers(tuple(regs)))
+        return True
+
+    def _load(self, address: int, count: int, input_block: bool) -> tuple[int, ...] | None:
+        """Input reads see the status block; holding reads see the request block."""
+        block = Block.STATUS if input_block else Block.REQUEST
+        start, size = BLOCKS[block]
+        if not (start <= address and address + count <= start + size):
+            return None
         regs = self.status().to_registers() if block is Block.STATUS else self.request.to_registers()
-        lo = request.address - start
-        return [codec.encode(codec.RegistersReply(self.unit, request.function, regs[lo : lo + request.count]))]
+        return regs[address - start : address - start + count]
 
     # -- device model ----------------------------------------------------------------------------
     def status(self) -> GripperStatus:
