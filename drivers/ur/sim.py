@@ -4,7 +4,9 @@ It speaks RTDE on one TCP port (30004 by default; 0 picks a free one) and accept
 program on a second, like the secondary interface (30002), then emulates that program so the
 joints follow the targets written into the input registers. Faults are injected on the wire:
 dropped packages, junk bytes between packages (TCP has no CRC, so this is the corruption a
-client can actually meet), delays, a protective stop, and the controller vanishing.
+client can actually meet), delays, a protective stop, and the controller vanishing. The shared
+flags map as: --drop-rate drops packages, --bad-crc-rate puts junk bytes before a package,
+--delay-ms delays every package, --hardware-error (any id) starts in a protective stop.
 """
 
 from __future__ import annotations
