@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
+import socket
 import time
 
 import numpy as np
 import pytest
 from vla_runtime.drivers.base import DeviceTimeout, DriverState, HardwareFault, PortLost
 from vla_runtime.drivers.simdevice import FaultConfig
+from vla_runtime.drivers.ur import sim as ur_sim
 from vla_runtime.drivers.ur.arm import URConfig, open_arm
 from vla_runtime.drivers.ur.sim import URSim
 
@@ -116,3 +119,17 @@ def test_vanish_after_flag_takes_the_controller_away():
             assert sim.vanished.is_set()
         finally:
             arm.close()
+
+
+def test_sim_device_cli_on_a_busy_port_is_one_line(capsys):
+    parser = argparse.ArgumentParser()
+    ur_sim.add_arguments(parser)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        assert ur_sim.run(parser.parse_args(["--port", str(port), "--script-port", "0"])) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--port 0" in err[0]
+    assert ur_sim.run(parser.parse_args(["--port", "0", "--max-joint-speed", "-1"])) == 2
+    assert "max_joint_speed" in capsys.readouterr().err
