@@ -159,3 +159,22 @@ def test_client_falls_back_to_protocol_1_on_old_controllers():
             assert len(client.receive()["actual_q"]) == 6
         finally:
             client.transport.close()
+
+
+def test_rendered_program_blocks_are_balanced_and_use_the_registers():
+    """URScript cannot run here; check what can be checked: block structure and register wiring."""
+    config = ProgramConfig(register_offset=30)
+    depth = 0
+    for line in config.render().splitlines():
+        word = line.strip().split(" ")[0].rstrip(":")
+        if word in ("def", "thread", "while", "if"):
+            depth += 1
+        elif word == "end":
+            depth -= 1
+        assert depth >= 0, line
+    assert depth == 0
+    text = config.render()
+    assert "cmd_reg = 30" in text and "counter_reg = 31" in text and "$" not in text
+    assert set(config.input_names()) <= {f"input_int_register_{i}" for i in (30, 31)} | {
+        f"input_double_register_{i}" for i in range(30, 36)
+    }
