@@ -49,17 +49,10 @@ def backend_class(name: str) -> type[Backend] | str:
     return cls
 
 
-def _graph_problem(cls: type[Backend], spec: GraphSpec, device: str) -> str | None:
-    if spec.format not in cls.formats:
-        return f"graph {spec.role!r} is a {spec.format} file"
-    check = getattr(cls, "check_graph", None)
-    return check(spec, device) if check is not None else None
-
-
 def _candidate(device: str, graphs: Iterable[GraphSpec]) -> tuple[type[Backend] | None, str]:
     """The first backend that runs every graph on `device`, or None and the reasons."""
     graphs = list(graphs)
-    reasons = []
+    reasons, wrong_format = [], []
     for name in BACKENDS:
         cls = backend_class(name)
         if isinstance(cls, str):
@@ -67,13 +60,18 @@ def _candidate(device: str, graphs: Iterable[GraphSpec]) -> tuple[type[Backend] 
             continue
         if device not in cls.devices:
             continue
-        problem = next((p for g in graphs if (p := _graph_problem(cls, g, device))), None)
+        foreign = [g for g in graphs if g.format not in cls.formats]
+        if foreign:  # not this backend's kind of file; only worth saying if nothing else fits
+            wrong_format.append(f"{cls.__name__} does not load {foreign[0].format} graphs ({foreign[0].role!r})")
+            continue
+        check = getattr(cls, "check_graph", None)
+        problem = next((p for g in graphs if check is not None and (p := check(g, device))), None)
         if problem is None:
             problem = cls.probe(device)
         if problem is None:
             return cls, f"{cls.__name__} on {device}"
         reasons.append(problem)
-    return None, "; ".join(reasons) or f"no backend supports {device!r}"
+    return None, "; ".join(reasons or wrong_format) or f"no backend supports {device!r}"
 
 
 def select(requested: str, graphs: Iterable[GraphSpec]) -> Selection:

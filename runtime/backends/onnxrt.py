@@ -171,6 +171,8 @@ class OrtBackend(Backend):
                 binding.bind_output(name, "cpu")
         try:
             self._session.run_with_iobinding(binding)
+            if self.device != "cpu":
+                binding.synchronize_outputs()  # host buffers are read right after this returns
         except Exception as exc:
             raise BackendError(f"graph {self.spec.role!r} failed to run: {str(exc).strip()[:300]}") from None
         values = binding.get_outputs()  # in binding order, i.e. self._outputs
