@@ -94,6 +94,21 @@ def test_vanishing_port_is_port_lost_and_safe_state():
         gripper.close()  # never raises, even with the port gone
 
 
+def test_vanish_after_flag_ends_a_running_loop_with_port_lost():
+    with RobotiqSim(faults=FaultConfig(vanish_after_s=0.2), model=FAST) as sim:
+        gripper = _gripper(sim)
+        gripper.configure()
+        gripper.activate()
+        deadline = time.monotonic() + 3.0
+        with pytest.raises((PortLost, DeviceTimeout)):
+            while time.monotonic() < deadline:  # a 50 Hz loop until the port goes away
+                gripper.command(0.5, now=time.monotonic(), period=0.02)
+                gripper.read(now=time.monotonic())
+                time.sleep(0.02)
+        assert sim.vanished.is_set() and gripper.state is DriverState.FAULT
+        gripper.close()
+
+
 def test_activation_that_never_completes_times_out():
     with RobotiqSim(model=GripperModel(activation_s=30.0)) as sim:
         gripper = _gripper(sim, activation_timeout=0.2)
