@@ -10,8 +10,11 @@ import numpy as np
 import pytest
 from vla_runtime.drivers.base import DeviceTimeout, DriverState, HardwareFault, PortLost
 from vla_runtime.drivers.simdevice import FaultConfig
+from vla_runtime.drivers.transport import TcpConfig, TcpTransport
+from vla_runtime.drivers.ur import rtde
 from vla_runtime.drivers.ur import sim as ur_sim
 from vla_runtime.drivers.ur.arm import URConfig, open_arm
+from vla_runtime.drivers.ur.client import RTDEClient, RTDEClientConfig
 from vla_runtime.drivers.ur.sim import URSim
 
 FAST = dict(setup_timeout=0.2, start_timeout=1.0, receive_timeout=0.1)
@@ -133,3 +136,15 @@ def test_sim_device_cli_on_a_busy_port_is_one_line(capsys):
     assert len(err) == 1 and "--port 0" in err[0]
     assert ur_sim.run(parser.parse_args(["--port", "0", "--max-joint-speed", "-1"])) == 2
     assert "max_joint_speed" in capsys.readouterr().err
+
+
+def test_malformed_client_package_is_reported_and_the_controller_carries_on():
+    with URSim(port=0, script_port=0) as sim:
+        client = RTDEClient(TcpTransport(TcpConfig("127.0.0.1", sim.port)), RTDEClientConfig(setup_timeout=0.5))
+        try:
+            client.transport.write(rtde.encode(rtde.Package(rtde.REQUEST_PROTOCOL_VERSION, b"")))  # no version
+            assert client.negotiate() == 2
+            client.setup_outputs(("timestamp",))
+            assert any("malformed" in m.message for m in client.messages)
+        finally:
+            client.transport.close()

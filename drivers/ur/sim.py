@@ -16,6 +16,7 @@ import collections
 import logging
 import select
 import socket
+import struct
 import sys
 import threading
 import time
@@ -97,8 +98,12 @@ class _Connection:
             if consumed == 0:
                 break
             buf = buf[consumed:]
-            if pkg is not None:
+            if pkg is None:
+                continue
+            try:
                 self._dispatch(pkg)
+            except (struct.error, ValueError, IndexError) as exc:  # a malformed payload must not kill the server
+                self.tell(f"malformed '{chr(pkg.kind)}' package ignored ({exc})", rtde.ERROR)
         return buf
 
     def _dispatch(self, pkg: rtde.Package) -> None:
