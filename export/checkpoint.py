@@ -48,11 +48,15 @@ class Source:
     origin: str  # human description: "preset tiny, seed 0" or "checkpoint <dir name>"
 
 
-def from_preset(preset: str, head: str, seed: int = 0) -> Source:
-    cfg = preset_config(preset, head)
+def from_config(cfg: VLAConfig, seed: int = 0, norm: NormStats | None = None) -> Source:
+    """A seeded random-weight model for any config (presets, or a variant of one)."""
     tok = build_tokenizer(cfg.base_vocab, cfg.bins)
     model = build_model(cfg, tok.get_vocab_size(), action_token_offset(tok, cfg.bins), seed=seed)
-    return Source(cfg, model, tok, default_norm_stats(), f"preset {preset}, seed {seed}")
+    return Source(cfg, model, tok, norm or default_norm_stats(), f"preset {cfg.preset}, seed {seed}")
+
+
+def from_preset(preset: str, head: str, seed: int = 0) -> Source:
+    return from_config(preset_config(preset, head), seed=seed)
 
 
 def save_checkpoint(source: Source, directory: str | Path) -> Path:
