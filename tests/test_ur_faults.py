@@ -81,9 +81,11 @@ def test_protective_stop_while_moving_latches_fault_and_the_arm_stops():
             arm.command(q + 1.0, now=0.0, period=0.1)
             time.sleep(0.05)
             sim.controller.protective_stop()
-            time.sleep(0.05)  # the next state packages carry the new safety mode
+            deadline = time.monotonic() + 2.0
             with pytest.raises(HardwareFault, match="protective stop"):
-                arm.read(now=0.1)
+                while time.monotonic() < deadline:  # packages already in flight still say "normal"
+                    arm.read(now=0.1)
+                    time.sleep(0.01)
             assert arm.state is DriverState.FAULT and sim.controller.program is None
             with pytest.raises(Exception, match="activate"):
                 arm.command(q, now=0.2, period=0.1)  # writes stay refused until acknowledged

@@ -50,7 +50,7 @@ class _Connection:
         self.inputs: dict[int, Recipe] = {}
         self.next_id = 1
         self.started = False
-        self.outbox: collections.deque[rtde.Package] = collections.deque()
+        self.outbox: collections.deque[rtde.TextMessage] = collections.deque()  # encoded when sent
         self.closed = threading.Event()
 
     def serve(self) -> None:
@@ -66,8 +66,8 @@ class _Connection:
                     if not data:
                         return
                     buf = self._handle(buf + data)
-                while self.outbox:
-                    self._send(self.outbox.popleft())
+                while self.outbox:  # in the protocol version agreed by the time it leaves
+                    self._send(rtde.text_message(self.outbox.popleft(), self.version))
                 if not self.started:
                     due.clear()
                     continue
@@ -144,9 +144,7 @@ class _Connection:
         rid, body = rtde.parse_data_package(payload)
         recipe = self.inputs.get(rid)
         if recipe is None or len(body) != recipe.size or not self.started:
-            self.outbox.append(
-                rtde.text_message(rtde.TextMessage(f"ignored data package for recipe {rid}", "RTDE", rtde.WARNING))
-            )
+            self.tell(f"ignored data package for recipe {rid}", rtde.WARNING)
             return
         self.sim.controller.write_inputs(recipe.unpack(body), time.monotonic())
 
@@ -155,7 +153,7 @@ class _Connection:
         return rid
 
     def tell(self, text: str, level: int) -> None:
-        self.outbox.append(rtde.text_message(rtde.TextMessage(text, "Controller", level), self.version))
+        self.outbox.append(rtde.TextMessage(text, "Controller", level))
 
 
 class URSim:
