@@ -177,6 +177,7 @@ def load_policy(
     verify: bool = True,
     threads: int | None = None,
     engine_cache_dir: str | Path | None = None,
+    spin: bool = False,
 ) -> BundlePolicy:
     """Verify a bundle, pick a backend, create every session once; refuse with one line otherwise.
 
@@ -202,6 +203,7 @@ def load_policy(
     cache = Path(engine_cache_dir) if engine_cache_dir is not None else engine_cache_root() / _bundle_id(manifest)
     options = BackendOptions(
         threads=threads if threads is not None else default_threads(),
+        spin=spin,
         engine_cache_dir=cache if chosen.device == "tensorrt" else None,
     )
     try:

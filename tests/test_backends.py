@@ -112,7 +112,7 @@ def test_keeping_an_undeclared_output_is_refused(tokens_bundle):
 
 
 def test_threads_and_spinning_reach_the_session(tokens_bundle):
-    with runner(tokens_bundle, "vision", threads=1, spin=False) as r:
+    with runner(tokens_bundle, "vision", threads=1) as r:
         assert r._session.get_session_options().intra_op_num_threads == 1
         assert r._session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
 

@@ -37,7 +37,9 @@ class BackendOptions:
     """Knobs shared by every backend; one instance for all graphs of a bundle."""
 
     threads: int = 2  # CPU threads per graph run (intra-op); match the cores not used by drivers/camera
-    spin: bool = True  # let idle worker threads spin between ops: lower latency, busier CPU
+    # Idle ORT workers busy-wait for more work. Each graph has its own pool, so on a small board
+    # spinning pools starve each other and the numpy stages (measured ~6x slower ticks on 2 cores).
+    spin: bool = False
     device_id: int = 0  # GPU index (cuda / tensorrt)
     engine_cache_dir: Path | None = None  # where TensorRT engines are cached; outside the bundle
 
