@@ -10,7 +10,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from vla_runtime.export.checkpoint import from_preset
 from vla_runtime.export.ort_actions import OrtGraphs, flow_noise
 from vla_runtime.export.parity import Tolerance, graph_errors, parity_failure, run_parity

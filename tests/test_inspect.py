@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-
 from vla_runtime.runtime.cli import main as runtime_main
 
 

@@ -10,7 +10,6 @@ import copy
 import json
 
 import pytest
-
 from vla_runtime.runtime.cli import main as runtime_main
 from vla_runtime.runtime.manifest import SCHEMA_VERSION, Manifest, ManifestError
 
