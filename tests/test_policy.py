@@ -233,3 +233,30 @@ def test_tiny_bundle_matches_the_naive_pipeline(tiny_bundle, head):
         else:
             np.testing.assert_array_equal(policy.last_normalized, want.astype(np.float32))
         assert np.isfinite(chunk.actions).all()
+
+
+@pytest.mark.parametrize(
+    "gpu, trt, problem",
+    [
+        (("Orin", "8.7"), "10.3.0.30", None),
+        (("RTX 4090", "8.9"), "10.3.0", "compute capability 8.9"),
+        (("Orin", "8.7"), "10.4.1", "need TensorRT 10.3.0, this machine has 10.4.1"),
+        (("Orin", "8.7"), None, "tensorrt Python package is not installed"),
+        ("no NVIDIA driver (libcuda) on this machine", "10.3.0", "no NVIDIA driver"),
+    ],
+)
+def test_target_check_compares_gpu_and_tensorrt_release(monkeypatch, gpu, trt, problem):
+    from vla_runtime.runtime import policy as policy_module
+    from vla_runtime.runtime.manifest import Target
+
+    # The probes read the real driver and TensorRT; here they are pinned to show each verdict on CPU CI.
+    monkeypatch.setattr(policy_module, "gpu_info", lambda device_id=0: gpu)
+    monkeypatch.setattr(policy_module, "tensorrt_version", lambda: trt)
+    target = Target(kind="tensorrt", gpu_name="Orin", compute_capability="8.7", tensorrt_version="10.3.0")
+    if problem is None:
+        policy_module.check_target(target)
+        return
+    with pytest.raises(BundleError, match=problem) as err:
+        policy_module.check_target(target)
+    assert "\n" not in str(err.value)
+    policy_module.check_target(Target(kind="cpu"))  # a portable bundle runs anywhere
