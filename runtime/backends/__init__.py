@@ -64,8 +64,7 @@ def _candidate(device: str, graphs: Iterable[GraphSpec]) -> tuple[type[Backend] 
         if foreign:  # not this backend's kind of file; only worth saying if nothing else fits
             wrong_format.append(f"{cls.__name__} does not load {foreign[0].format} graphs ({foreign[0].role!r})")
             continue
-        check = getattr(cls, "check_graph", None)
-        problem = next((p for g in graphs if check is not None and (p := check(g, device))), None)
+        problem = next((p for g in graphs if (p := cls.check_graph(g, device))), None)
         if problem is None:
             problem = cls.probe(device)
         if problem is None:

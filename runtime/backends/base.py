@@ -80,6 +80,11 @@ class Backend(ABC):
         """None when this backend can run on `device` here, else a one-line reason with the fix."""
         return None if device in cls.devices else f"{cls.__name__} does not support {device!r}"
 
+    @classmethod
+    def check_graph(cls, spec: GraphSpec, device: str) -> str | None:
+        """None when this backend can run this graph on `device`, else why not (e.g. its precision)."""
+        return None
+
     # -- lifecycle -------------------------------------------------------------------------
 
     def activate(self) -> None:
