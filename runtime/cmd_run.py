@@ -213,6 +213,7 @@ def run_episode(args, desc: RobotDescription) -> int:
         f"episode: {result.stop_reason} after {result.ticks} ticks | {result.inferences} inferences"
         f" (warm-up {result.warmup_s * 1e3:.0f} ms) | starved ticks {result.starved_ticks}"
         f" | stale chunk steps dropped {result.stale_steps_dropped}"
+        + (f" | stale camera frames {result.stale_frames}" if result.stale_frames else "")
     )
     if start is not None:
         end = world.body_position(target_block(args.task))

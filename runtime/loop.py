@@ -36,6 +36,9 @@ class LoopConfig:
     replan_every: int = 1  # ticks between inferences; the bundle's control.replan_every by default
     asynchronous: bool = False  # infer in a worker thread while commanding from the current chunk
     max_consecutive_rejects: int = 3  # held (rejected) actions in a row before a safe stop
+    # seconds; a frame older than this when inference is due is not inferred on (a frozen camera
+    # must not steer the arm): the current chunk continues, or the robot holds when it runs out
+    max_frame_age: float = 0.5
 
     def __post_init__(self):
         if self.steps < 1:
@@ -44,6 +47,8 @@ class LoopConfig:
             raise ValueError(f"replan_every must be >= 1, got {self.replan_every}")
         if self.max_consecutive_rejects < 1:
             raise ValueError("max_consecutive_rejects must be >= 1")
+        if self.max_frame_age <= 0:
+            raise ValueError("max_frame_age must be > 0 seconds")
 
 
 @dataclass
@@ -53,6 +58,7 @@ class EpisodeResult:
     inferences: int = 0  # chunks predicted (warm-up included)
     starved_ticks: int = 0  # ticks with no valid chunk step: the robot held position
     stale_steps_dropped: int = 0  # chunk steps whose slot had passed when the chunk arrived
+    stale_frames: int = 0  # inferences skipped because the camera frame was too old
     warmup_s: float = 0.0  # seconds of the first (warm-up) inference
     safety: SafetyStats = field(default_factory=SafetyStats)
     commands: list[tuple[np.ndarray, float]] = field(default_factory=list)  # (joints, gripper) actually sent
@@ -153,6 +159,9 @@ class ControlLoop:
             now = self._clock()
             state = self.robot.read_state(now)
             frame = self.camera.read(now)
+            if now - frame.t_capture > self.config.max_frame_age:
+                age_ms = (now - frame.t_capture) * 1e3
+                raise RuntimeError(f"camera frame is {age_ms:.0f} ms old at start; check the camera")
             t = self._clock()
             chunk = self.policy.infer(frame, task, state)  # warm-up, and the first chunk
             result.warmup_s = self._clock() - t
@@ -203,6 +212,10 @@ class ControlLoop:
         if replan or self.recorder is not None:
             with sched.section("capture"):
                 frame = self.camera.read(now)
+            if replan and now - frame.t_capture > self.config.max_frame_age:
+                result.stale_frames += 1
+                logger.warning("camera frame is %.0f ms old: not inferring on it", (now - frame.t_capture) * 1e3)
+                replan = False
         if worker is not None:
             done = worker.poll()
             if done is not None:

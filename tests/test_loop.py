@@ -245,6 +245,29 @@ def test_ctrl_c_finishes_the_tick_then_stops_safely_and_restores_the_handler():
     assert signal.getsignal(signal.SIGINT) is before
 
 
+class FrozenCamera(SimCamera):
+    """A camera that freezes after its first frame and keeps handing that one out (a known V4L2 failure)."""
+
+    first = None
+
+    def read(self, now):
+        self.first = self.first or super().read(now)
+        return self.first
+
+
+def test_a_frozen_camera_is_not_inferred_on_and_the_robot_holds():
+    rig = Rig()
+    rig.camera.close()
+    rig.camera = FrozenCamera(rig.world, 32, 32)
+    policy = FailingPolicy(99, None)
+    result = rig.run(policy, 12, replan=1)  # at 10 Hz the frame is older than 0.5 s from tick 5 on
+    assert result.stop_reason == "completed"
+    assert result.stale_frames >= 1  # replans on the frozen frame were refused
+    assert policy.calls < 12 and result.starved_ticks >= 1  # chunks ran out: the robot held
+    state, q, _ = rig.robot.log[-1]
+    np.testing.assert_array_equal(q, state.joint_positions)
+
+
 def test_chunk_cursor_aligns_steps_to_slots():
     chunk = ActionChunk(np.arange(4 * 7, dtype=float).reshape(4, 7), EE_DELTA_NAMES, 0.0)
     cursor = ChunkCursor()
