@@ -51,13 +51,21 @@ def pacing_stats(starts: list[float], slots: list[int], period: float) -> dict[s
             "skipped": skipped}
 
 
-def run_scheduler(period: float, ticks: int, work: np.ndarray, spin_s: float) -> tuple[list[float], list[int]]:
-    sched = Scheduler(SchedulerConfig(1.0 / period, spin_s=spin_s, max_consecutive_misses=10**9))
+def run_scheduler(
+    period: float, ticks: int, work: np.ndarray, spin_s: float, rt: int = 0
+) -> tuple[list[float], list[int]] | None:
+    config = SchedulerConfig(1.0 / period, spin_s=spin_s, max_consecutive_misses=10**9, realtime_priority=rt)
+    sched = Scheduler(config)
     sched.start()
-    for k in range(ticks):
-        sched.tick()
-        busy(work[k])
-        sched.wait()
+    if rt and not sched.realtime:
+        return None  # not permitted here
+    try:
+        for k in range(ticks):
+            sched.tick()
+            busy(work[k])
+            sched.wait()
+    finally:
+        sched.release()
     return sched.profiler.starts, sched.profiler.slots
 
 
@@ -146,6 +154,8 @@ def main() -> None:
     ap.add_argument("--hz", type=float, default=50.0, help="pacing rate for part 1 (Hz)")
     ap.add_argument("--ticks", type=int, default=250, help="ticks per pacing variant")
     ap.add_argument("--work-ms", type=float, default=3.0, help="fixed busy work per tick (ms), plus up to 2 ms random")
+    ap.add_argument("--rt-priority", type=int, default=20, help="also pace under SCHED_FIFO at this priority "
+                    "when permitted (0 = skip)")
     ap.add_argument("--bundle", help="bundle for part 2 (default: the embedded default, built on first use)")
     ap.add_argument("--loop-hz", type=float, default=10.0, help="control rate for part 2 (Hz)")
     ap.add_argument("--loop-ticks", type=int, default=100, help="ticks for part 2")
@@ -161,6 +171,9 @@ def main() -> None:
         "scheduler (sleep only)": pacing_stats(*run_scheduler(period, args.ticks, work, 0.0), period),
         "naive time.sleep(period)": pacing_stats(*run_naive(period, args.ticks, work), period),
     }
+    fifo = run_scheduler(period, args.ticks, work, 0.0, rt=args.rt_priority) if args.rt_priority else None
+    if fifo is not None:
+        rows[f"scheduler (SCHED_FIFO {args.rt_priority})"] = pacing_stats(*fifo, period)
     print(f"\npart 1: pacing at {args.hz:g} Hz, {args.ticks} ticks, work {args.work_ms:g} ms + U(0, 2) ms per tick")
     print(f"{'loop':<32}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'drift ms':>11}{'skipped':>9}")
     for name, r in rows.items():

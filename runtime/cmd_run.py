@@ -37,6 +37,8 @@ def register(sub) -> None:
                    help="infer in a worker thread while the loop keeps commanding the current chunk")
     p.add_argument("--max-misses", type=int, default=3, metavar="N",
                    help="consecutive deadline misses before a safe stop (default 3)")
+    p.add_argument("--rt-priority", type=int, default=0, metavar="P",
+                   help="run the loop thread SCHED_FIFO at priority P (1..99; needs CAP_SYS_NICE); 0 = off")
     p.add_argument("--record", metavar="DIR", help="record frames, states and sent actions under DIR")
     p.add_argument("--seed", type=int, help="simulator seed (block placement)")
     p.set_defaults(func=cmd_run)
@@ -186,7 +188,8 @@ def run_episode(args, desc: RobotDescription) -> int:
                 defaults, desc.safety, desc.joint_min, desc.joint_max, desc.joint_max_velocity
             )
             safety = ActionSafety(limits, kind, dim, robot.kinematics, len(robot.joint_names))
-            sched = Scheduler(SchedulerConfig(rate, max_consecutive_misses=args.max_misses), Profiler(1.0 / rate))
+            timing = SchedulerConfig(rate, max_consecutive_misses=args.max_misses, realtime_priority=args.rt_priority)
+            sched = Scheduler(timing, Profiler(1.0 / rate))
         except (SafetyConfigError, ValueError) as exc:
             raise UserError(f"{desc.source}: {exc}") from None
         recorder = None

@@ -197,6 +197,7 @@ class ControlLoop:
                     worker.stop()
                 self._safe_stop()
             finally:
+                self.scheduler.release()
                 restore()
         return result
 

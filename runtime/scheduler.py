@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -38,6 +39,10 @@ class SchedulerConfig:
     spin_s: float = 0.001
     # deadline misses in a row after which `stop_requested` turns true (the loop then holds and stops)
     max_consecutive_misses: int = 3
+    # SCHED_FIFO priority (1..99) for the loop thread, 0 = normal scheduling. Under CPU contention
+    # only a real-time class keeps wake-ups punctual; needs root, CAP_SYS_NICE or an rtprio limit,
+    # and falls back to normal scheduling with a warning. The spin is skipped under SCHED_FIFO.
+    realtime_priority: int = 0
 
     def __post_init__(self):
         if not (0 < self.rate_hz <= 1000):
@@ -46,6 +51,8 @@ class SchedulerConfig:
             raise ValueError(f"spin_s {self.spin_s} must be >= 0 and shorter than one period")
         if self.max_consecutive_misses < 1:
             raise ValueError("max_consecutive_misses must be >= 1")
+        if not (0 <= self.realtime_priority <= 99):
+            raise ValueError(f"realtime_priority {self.realtime_priority} must be 0 (off) or 1..99")
 
     @property
     def period(self) -> float:
@@ -73,10 +80,33 @@ class Scheduler:
         self.misses = 0  # ticks whose work overran the next deadline
         self.skipped_slots = 0  # deadline slots passed over because of misses
         self.consecutive_misses = 0
+        self.realtime = False  # True while the loop thread runs under SCHED_FIFO
+
+    # -- real-time class -------------------------------------------------------------------------
+    def _enter_realtime(self) -> None:
+        prio = self.config.realtime_priority
+        if not prio or self.realtime:
+            return
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(prio))  # 0: the calling thread
+            self.realtime = True
+            logger.info("loop thread runs SCHED_FIFO priority %d", prio)
+        except (AttributeError, OSError) as exc:
+            logger.warning("SCHED_FIFO unavailable (%s); pacing with normal scheduling", exc)
+
+    def release(self) -> None:
+        """Return the calling thread to normal scheduling (after the loop ends)."""
+        if self.realtime:
+            try:
+                os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+            except OSError as exc:
+                logger.warning("could not leave SCHED_FIFO: %s", exc)
+            self.realtime = False
 
     # -- pacing --------------------------------------------------------------------------------
     def start(self, t0: float | None = None) -> float:
         """Fix tick 0's deadline (now by default); returns it."""
+        self._enter_realtime()
         self._t0 = self._clock() if t0 is None else t0
         self._k = 0
         self.profiler.start(self._t0)
@@ -141,8 +171,9 @@ class Scheduler:
     def _sleep_until(self, deadline: float) -> None:
         # Coarse OS sleep to just before the deadline, then a spin that still yields the GIL so an
         # inference thread is not starved while we wait.
+        spin = 0.0 if self.realtime else self.config.spin_s  # a spinning FIFO thread starves the core
         remaining = deadline - self._clock()
-        if remaining > self.config.spin_s:
-            self._sleep(remaining - self.config.spin_s)
+        if remaining > spin:
+            self._sleep(remaining - spin)
         while self._clock() < deadline:
             self._sleep(0)

@@ -1,5 +1,6 @@
 """The scheduler keeps absolute deadlines, counts every overrun and never bursts to catch up."""
 
+import os
 import time
 
 import pytest
@@ -100,15 +101,35 @@ def test_real_clock_keeps_absolute_deadlines_without_accumulating_drift():
         sched.wait()
     starts = sched.profiler.starts
     slots = sched.profiler.slots
-    for s, k in zip(starts, slots):
+    for s, k in zip(starts, slots, strict=True):
         assert s >= t0 + k * sched.period - 1e-6  # never before its deadline
     assert sched.profiler.pacing()["drift_ms"] < 50.0  # a relative sleep(period) loop would be ~80 ms late by now
 
 
 @pytest.mark.parametrize(
     "kwargs",
-    [dict(rate_hz=0), dict(rate_hz=-5), dict(rate_hz=10, spin_s=0.2), dict(rate_hz=10, max_consecutive_misses=0)],
+    [
+        dict(rate_hz=0),
+        dict(rate_hz=-5),
+        dict(rate_hz=10, spin_s=0.2),
+        dict(rate_hz=10, max_consecutive_misses=0),
+        dict(rate_hz=10, realtime_priority=100),
+    ],
 )
 def test_bad_configs_are_refused(kwargs):
     with pytest.raises(ValueError):
         SchedulerConfig(**kwargs)
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setscheduler"), reason="POSIX scheduling API only")
+def test_realtime_class_is_entered_when_permitted_and_always_released():
+    sched = Scheduler(SchedulerConfig(100.0, realtime_priority=10))
+    sched.start()
+    try:
+        if sched.realtime:  # root or CAP_SYS_NICE; otherwise a warning and normal scheduling
+            assert os.sched_getscheduler(0) == os.SCHED_FIFO
+        sched.tick()
+        sched.wait()
+    finally:
+        sched.release()
+    assert not sched.realtime and os.sched_getscheduler(0) == os.SCHED_OTHER
