@@ -49,7 +49,7 @@ def test_builtin_sim_description():
     assert "sim" in builtin_names()
     assert desc.arm.driver == "sim" and desc.gripper.driver == "sim" and desc.camera.kind == "sim"
     assert len(desc.arm.joints) == 6 and desc.mapping == "ee_delta"
-    assert all(lo < hi for lo, hi in zip(desc.joint_min, desc.joint_max))
+    assert all(lo < hi for lo, hi in zip(desc.joint_min, desc.joint_max, strict=True))
     assert desc.safety["max_translation_step"] > 0
 
 
