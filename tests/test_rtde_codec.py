@@ -81,6 +81,8 @@ def test_payload_parsers_round_trip():
     assert rtde.parse_text_message(rtde.text_message(msg).payload) == msg
     v1 = rtde.text_message(msg, version=1)
     assert rtde.parse_text_message(v1.payload, version=1) == rtde.TextMessage("watchdog", "", rtde.ERROR)
+    assert rtde.parse_text_message(rtde.text_message(msg).payload, None) == msg  # layout tells the version
+    assert rtde.parse_text_message(v1.payload, None).message == "watchdog"
     assert rtde.parse_urcontrol_version(rtde.urcontrol_version(3, 15, 7, 106).payload) == (3, 15, 7, 106)
 
 

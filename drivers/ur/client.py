@@ -161,7 +161,7 @@ class RTDEClient:
 
     def _text(self, pkg: rtde.Package) -> None:
         try:
-            msg = rtde.parse_text_message(pkg.payload, self.protocol or rtde.PROTOCOL_VERSION)
+            msg = rtde.parse_text_message(pkg.payload, self.protocol or None)
         except (IndexError, ValueError):
             self.garbage_bytes += len(pkg.payload)
             return

@@ -161,7 +161,10 @@ def text_message(msg: TextMessage, version: int = PROTOCOL_VERSION) -> Package:
     return Package(TEXT_MESSAGE, payload + struct.pack(">B", msg.level))
 
 
-def parse_text_message(payload: bytes, version: int = PROTOCOL_VERSION) -> TextMessage:
+def parse_text_message(payload: bytes, version: int | None = PROTOCOL_VERSION) -> TextMessage:
+    """version None: before negotiation the format is unknown, so pick the one the lengths fit."""
+    if version is None:
+        version = 2 if _fits_v2(payload) else 1
     if version < 2:
         return TextMessage(payload[1:].decode("utf-8", errors="replace"), "", payload[0])
     n = payload[0]
@@ -170,6 +173,13 @@ def parse_text_message(payload: bytes, version: int = PROTOCOL_VERSION) -> TextM
     source = payload[2 + n : 2 + n + m]
     level = payload[2 + n + m]
     return TextMessage(text.decode("utf-8", errors="replace"), source.decode("utf-8", errors="replace"), level)
+
+
+def _fits_v2(payload: bytes) -> bool:
+    if len(payload) < 3:
+        return False
+    n = payload[0]
+    return len(payload) > n + 1 and len(payload) == n + payload[n + 1] + 3
 
 
 def data_package(recipe_id: int, body: bytes) -> Package:
