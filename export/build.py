@@ -16,7 +16,7 @@ from pathlib import Path
 from tqdm import tqdm
 from vla_runtime.export.checkpoint import Source, from_preset, load_checkpoint
 from vla_runtime.export.manifest_writer import TOKENIZER_NAME, build_manifest
-from vla_runtime.export.onnx_export import export_graph, graph_plan
+from vla_runtime.export.onnx_export import export_graph, graph_plan, needs_external_data
 from vla_runtime.export.parity import ParityError, Tolerance, parity_failure, run_parity
 from vla_runtime.runtime.manifest import save_manifest
 
@@ -57,16 +57,17 @@ def build_from_source(
     staging.mkdir()
     try:
         plan = graph_plan(source.model)
+        external = needs_external_data(source.model)
         infos = []
         bar = tqdm(plan.items(), total=len(plan), desc="export", unit="graph", disable=not progress)
         for role, entry in bar:
             bar.set_postfix_str(role)
-            infos.append(export_graph(role, entry, staging))
+            infos.append(export_graph(role, entry, staging, external_data=external))
         source.tokenizer.save(str(staging / TOKENIZER_NAME))
         manifest = build_manifest(source, infos, staging, seed, parity={})
         save_manifest(manifest, staging)
         start = time.perf_counter()
-        report = run_parity(source.model, staging, manifest, seed=seed, tol=tolerance or Tolerance())
+        report = run_parity(source.model, staging, manifest, seed=seed, tol=tolerance, progress=progress)
         report["seconds"] = round(time.perf_counter() - start, 2)
         failure = parity_failure(report)
         if failure:

@@ -58,7 +58,13 @@ def _graph_spec(info: GraphInfo) -> GraphSpec:
     def tensors(infos):
         return tuple(TensorSpec(t.name, t.dtype, tuple(t.shape)) for t in infos)
 
-    return GraphSpec(role=info.role, file=info.file, inputs=tensors(info.inputs), outputs=tensors(info.outputs))
+    return GraphSpec(
+        role=info.role,
+        file=info.file,
+        inputs=tensors(info.inputs),
+        outputs=tensors(info.outputs),
+        data_files=info.data_files,
+    )
 
 
 def build_manifest(source: Source, graphs: list[GraphInfo], bundle_dir: Path, seed: int, parity: dict) -> Manifest:

@@ -8,6 +8,7 @@ opset is pinned so TensorRT 10 parsers accept the file, and every graph must pas
 from __future__ import annotations
 
 import logging
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from vla_runtime.export.model import ReferenceVLA
 
 logger = logging.getLogger(__name__)
 
+EXTERNAL_DATA_BYTES = 3 << 29  # 1.5 GiB of weights
 OPSET = 18  # TensorRT 10.x parses opsets 9-20; 18 is the exporter's native opset
 _EXAMPLE_PROMPT = 5  # T while tracing: any length >= 2 keeps the axis symbolic
 _EXAMPLE_PAST = 7  # P while tracing the decode graph
@@ -45,6 +47,7 @@ class GraphInfo:
     inputs: tuple[TensorInfo, ...]
     outputs: tuple[TensorInfo, ...]
     seconds: float  # wall time of trace + checks
+    data_files: tuple[str, ...] = ()  # external-data side files next to `file`
 
 
 def _kv_names(prefix: str, layers: int) -> list[str]:
@@ -117,8 +120,8 @@ def _value_infos(values) -> tuple[TensorInfo, ...]:
 
 def check_graph(path: Path) -> onnx.ModelProto:
     """Checker + strict shape inference; only default-domain ops (TensorRT-portable fp32)."""
-    model = onnx.load(str(path))
-    onnx.checker.check_model(model, full_check=True)
+    onnx.checker.check_model(str(path), full_check=True)  # by path: works past protobuf's 2 GiB limit
+    model = onnx.load(str(path), load_external_data=False)  # initializer shapes suffice from here on
     onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
     foreign = sorted({n.domain for n in model.graph.node if n.domain not in ("", "ai.onnx")})
     if foreign:
@@ -126,9 +129,14 @@ def check_graph(path: Path) -> onnx.ModelProto:
     return model
 
 
-def export_graph(role: str, entry, out_dir: Path) -> GraphInfo:
-    import time
+def needs_external_data(model: torch.nn.Module) -> bool:
+    """Weights beyond ~1.5 GiB go to a side file: one protobuf cannot exceed 2 GiB."""
+    nbytes = sum(p.numel() * p.element_size() for p in {id(p): p for p in model.parameters()}.values())
+    return nbytes > EXTERNAL_DATA_BYTES
 
+
+def export_graph(role: str, entry, out_dir: Path, external_data: bool = False) -> GraphInfo:
+    """Trace one graph into `out_dir/<role>.onnx` (+ `<role>.onnx.data` with external data) and check it."""
     wrapper, args, input_names, output_names, dynamic = entry
     for noisy in _NOISY_LOGGERS:  # registry notes about optional torchvision ops, optimizer chatter
         logging.getLogger(noisy).setLevel(logging.ERROR)
@@ -146,7 +154,7 @@ def export_graph(role: str, entry, out_dir: Path) -> GraphInfo:
                 input_names=input_names,
                 output_names=output_names,
                 dynamic_shapes=_flatten_dynamic(dynamic, input_names, len(args)),
-                external_data=False,
+                external_data=external_data,
                 optimize=True,
                 verbose=False,
                 report=False,
@@ -160,8 +168,14 @@ def export_graph(role: str, entry, out_dir: Path) -> GraphInfo:
         raise ExportError(f"{role}: exported names {got_in} -> {got_out} differ from {input_names} -> {output_names}")
     seconds = time.perf_counter() - start
     logger.info("exported %s in %.1f s", role, seconds)
+    data_files = tuple(sorted(p.name for p in out_dir.glob(f"{role}.onnx.*")))  # external weights, if any
     return GraphInfo(
-        role, path.name, _value_infos(model.graph.input), _value_infos(model.graph.output), round(seconds, 2)
+        role,
+        path.name,
+        _value_infos(model.graph.input),
+        _value_infos(model.graph.output),
+        round(seconds, 2),
+        data_files,
     )
 
 

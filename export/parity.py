@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 from vla_runtime.export import graphs as G
 from vla_runtime.export.model import ReferenceVLA
 from vla_runtime.export.ort_actions import OrtGraphs, flow_noise
@@ -156,14 +157,21 @@ def _reference_actions(model: ReferenceVLA, manifest: Manifest, px: torch.Tensor
 
 
 def run_parity(
-    model: ReferenceVLA, bundle_dir: Path, manifest: Manifest, seed: int = 0, tol: Tolerance = Tolerance()
+    model: ReferenceVLA,
+    bundle_dir: Path,
+    manifest: Manifest,
+    seed: int = 0,
+    tol: Tolerance | None = None,
+    progress: bool = False,
 ) -> dict:
     """Both levels over a few observations; returns the manifest's `parity` report (never raises on mismatch)."""
+    tol = tol or Tolerance()
     name, preprocess, tokenize, onboard = _onboard_runner(Path(bundle_dir), manifest)
     ort_graphs = OrtGraphs(Path(bundle_dir), manifest)
     per_graph: dict[str, float] = {}
     bins_equal, bins_total, flow_err = 0, 0, 0.0
-    for image, task in zip(parity_images(len(PARITY_TASKS), seed), PARITY_TASKS, strict=True):
+    observations = list(zip(parity_images(len(PARITY_TASKS), seed), PARITY_TASKS, strict=True))
+    for image, task in tqdm(observations, desc="parity", unit="obs", disable=not progress):
         px = np.array(preprocess(image), dtype=np.float32)  # [1, 3, S, S] own copy: buffers are reused
         ids = np.array(tokenize(task), dtype=np.int64)  # [1, T]
         for role, err in graph_errors(model, ort_graphs, px, ids).items():

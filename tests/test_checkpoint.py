@@ -86,6 +86,14 @@ def test_cli_builds_and_verifies_from_checkpoint(checkpoint, tmp_path, capsys):
     capsys.readouterr()
     assert export_main(["verify", str(out), "--checkpoint", str(path)]) == 0
     assert "parity: PASSED" in capsys.readouterr().out
+    # Without the checkpoint the source cannot be rebuilt: hashes are checked and the graphs run.
+    assert export_main(["verify", str(out)]) == 0
+    assert "graphs: ran once, actions finite" in capsys.readouterr().out
+    original = (out / "head.onnx").read_bytes()
+    (out / "head.onnx").write_bytes(original[:-1] + bytes([original[-1] ^ 0xFF]))
+    assert export_main(["verify", str(out)]) == 2
+    assert "error: head.onnx: sha256 does not match" in capsys.readouterr().err
+    (out / "head.onnx").write_bytes(original)
     # The bundle is not empty now: a second build must refuse without --force.
     assert export_main(["build", "--head", "parallel", "--checkpoint", str(path), "--out", str(out)]) == 2
     assert "not empty; pass --force" in capsys.readouterr().err

@@ -80,3 +80,19 @@ def test_onnx_checker_rejects_a_broken_graph(tiny_bundle, tmp_path):
     onnx.save(model, str(tmp_path / "bad.onnx"))
     with pytest.raises(Exception, match="no_such_tensor"):
         check_graph(tmp_path / "bad.onnx")
+
+
+def test_external_data_graph_runs_like_the_inline_one(tiny_bundle, tmp_path):
+    """Models past ~1.5 GiB keep weights in `<role>.onnx.data`; the side file must load and agree."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from vla_runtime.export.onnx_export import export_graph, graph_plan
+
+    source = from_preset("tiny", "parallel")
+    info = export_graph("head", graph_plan(source.model)["head"], tmp_path, external_data=True)
+    assert info.data_files == ("head.onnx.data",) and (tmp_path / "head.onnx.data").stat().st_size > 0
+    pooled = np.random.default_rng(0).standard_normal((1, source.cfg.text_hidden)).astype(np.float32)  # [1, E]
+    external = ort.InferenceSession(str(tmp_path / "head.onnx")).run(None, {"pooled": pooled})[0]
+    inline = ort.InferenceSession(str(tiny_bundle("parallel") / "head.onnx")).run(None, {"pooled": pooled})[0]
+    np.testing.assert_array_equal(external, inline)
