@@ -86,7 +86,6 @@ def test_external_data_graph_runs_like_the_inline_one(tiny_bundle, tmp_path):
     """Models past ~1.5 GiB keep weights in `<role>.onnx.data`; the side file must load and agree."""
     import numpy as np
     import onnxruntime as ort
-
     from vla_runtime.export.onnx_export import export_graph, graph_plan
 
     source = from_preset("tiny", "parallel")
