@@ -24,6 +24,7 @@ from vla_runtime.runtime.backends import (
     select,
     tensorrt_version,
 )
+from vla_runtime.runtime.backends.onnxrt import tensorrt_profiles
 from vla_runtime.runtime.bundle import Bundle, BundleError, open_bundle
 from vla_runtime.runtime.decoders import Decoder, Unnormalizer, make_decoder
 from vla_runtime.runtime.manifest import HEAD_GRAPHS, Manifest, ManifestError, Target
@@ -205,6 +206,7 @@ def load_policy(
         threads=threads if threads is not None else default_threads(),
         spin=spin,
         engine_cache_dir=cache if chosen.device == "tensorrt" else None,
+        profiles=tensorrt_profiles(manifest) if chosen.device == "tensorrt" else {},
     )
     try:
         decoder = make_decoder(manifest)

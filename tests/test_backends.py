@@ -194,3 +194,22 @@ def test_gpu_providers_match_cpu(tokens_bundle, device, tmp_path):
 def test_gpu_probe_answers_without_torch():
     found = backends.gpu_info()
     assert isinstance(found, (str, tuple))
+
+
+def test_tensorrt_profiles_cover_prompt_and_kv_cache_ranges(tmp_path):
+    from vla_runtime.runtime.backends.onnxrt import tensorrt_profiles
+
+    tokens = load_manifest(build_zoo_bundle(tmp_path / "t", "tokens", dim=4))  # N=4, max_tokens=16
+    profiles = tensorrt_profiles(tokens)
+    assert profiles["prefill"] == {"input_ids": ((1, 1), (1, 8), (1, 16))}
+    assert set(profiles["decode"]) == {f"past_key_values.{i}.{kv}" for i in range(2) for kv in ("key", "value")}
+    assert profiles["decode"]["past_key_values.0.key"] == ((1, 1, 5, 4), (1, 1, 14, 4), (1, 1, 24, 4))
+    assert "vision" not in profiles  # static shapes need no profile
+    flow = tensorrt_profiles(load_manifest(build_zoo_bundle(tmp_path / "f", "flow")))
+    assert flow["velocity"] == {"context": ((1, 5, 8), (1, 12, 8), (1, 20, 8))}
+
+    spec = tokens.graphs["decode"]
+    r = OrtBackend(spec, tmp_path / "t" / spec.file, "tensorrt", BackendOptions(profiles=profiles))
+    opts = r._tensorrt_options()
+    assert opts["trt_profile_min_shapes"].startswith("past_key_values.0.key:1x1x5x4,")
+    assert opts["trt_profile_max_shapes"].count("x24x") == 4

@@ -16,7 +16,7 @@ import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -42,6 +42,8 @@ class BackendOptions:
     spin: bool = False
     device_id: int = 0  # GPU index (cuda / tensorrt)
     engine_cache_dir: Path | None = None  # where TensorRT engines are cached; outside the bundle
+    # role -> input -> (min, opt, max) shape of each dynamic input, for engine builders
+    profiles: Mapping[str, Mapping[str, tuple[tuple[int, ...], ...]]] = field(default_factory=dict)
 
     def __post_init__(self):
         if self.threads < 1:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 from vla_runtime.runtime.backends.base import Backend, BackendError
-from vla_runtime.runtime.manifest import GraphSpec
+from vla_runtime.runtime.manifest import GraphSpec, Manifest
 
 logger = logging.getLogger(__name__)
 
@@ -124,6 +124,13 @@ class OrtBackend(Backend):
             "trt_fp16_enable": precision in ("fp16", "int8"),  # non-quantized layers may run in fp16
             "trt_int8_enable": precision == "int8",  # QDQ graphs need it under TRT 10 weak typing
         }
+        shapes = self.options.profiles.get(self.spec.role)
+        if shapes:
+            opts.update(
+                trt_profile_min_shapes=_profile_option(shapes, 0),
+                trt_profile_opt_shapes=_profile_option(shapes, 1),
+                trt_profile_max_shapes=_profile_option(shapes, 2),
+            )
         if self.options.engine_cache_dir is not None:
             cache = self.options.engine_cache_dir / self.spec.role
             cache.mkdir(parents=True, exist_ok=True)
@@ -189,6 +196,55 @@ class OrtBackend(Backend):
             name: (value if name in keep else buffers[name])
             for name, value in zip(self._outputs, values, strict=True)
         }
+
+
+def tensorrt_profiles(manifest: Manifest) -> dict[str, dict[str, tuple[tuple[int, ...], ...]]]:
+    """(min, opt, max) shapes of every dynamic input, per graph, from what the manifest bounds.
+
+    Without explicit profiles the TensorRT EP builds an engine for the first shapes it sees and
+    rebuilds whenever a shape leaves that range; the decode loop's growing KV cache would then
+    stall the first ticks with engine builds. The ranges follow from the contract: prompts are
+    1..max_tokens ids after N image tokens, and decoding adds at most D - 1 cache entries.
+    A graph with a dynamic dimension not covered here gets no profile (TensorRT infers one).
+    """
+    vision_out = manifest.graphs["vision"].outputs
+    n = next((s.shape[1] for s in vision_out if s.name == "image_embeds"), None)
+    if not isinstance(n, int):
+        return {}
+    t_max = manifest.prompt.max_tokens
+    t_opt = max(1, t_max // 2)
+    # (role, input, axis) -> (min, opt, max) of the dynamic dimension
+    ranges = {
+        ("prefill", "input_ids", 1): (1, t_opt, t_max),
+        ("velocity", "context", 1): (n + 1, n + t_opt, n + t_max),
+    }
+    past = (n + 1, n + t_opt + manifest.action.dim // 2, n + t_max + manifest.action.dim)
+    profiles: dict[str, dict[str, tuple[tuple[int, ...], ...]]] = {}
+    for role, spec in manifest.graphs.items():
+        shapes, complete = {}, True
+        for tensor in spec.inputs:
+            if all(isinstance(d, int) for d in tensor.shape):
+                continue
+            bounds = []
+            for axis, dim in enumerate(tensor.shape):
+                known = past if role == "decode" and tensor.name.startswith("past_key_values.") and axis == 2 \
+                    else ranges.get((role, tensor.name, axis))
+                if isinstance(dim, int):
+                    bounds.append((dim, dim, dim))
+                elif known is not None:
+                    bounds.append(known)
+                else:
+                    complete = False
+            if complete:
+                shapes[tensor.name] = tuple(tuple(b[i] for b in bounds) for i in range(3))  # (min, opt, max)
+        if complete and shapes:
+            profiles[role] = shapes
+    return profiles
+
+
+def _profile_option(shapes: Mapping[str, tuple[tuple[int, ...], ...]], which: int) -> str:
+    """TensorRT EP syntax: "name:1x16,other:1x1x17x32"."""
+    return ",".join(f"{name}:{'x'.join(str(d) for d in bounds[which])}" for name, bounds in shapes.items())
 
 
 # Registry naming convention: backends/<name>.py provides <Name>Backend.
