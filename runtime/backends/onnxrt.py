@@ -158,13 +158,14 @@ class OrtBackend(Backend):
         binding = self._binding
         binding.clear_binding_inputs()
         binding.clear_binding_outputs()
-        shapes = []
+        shapes, held = [], []  # held: host arrays the binding points into, alive until the run ends
         for name, value in inputs.items():
             if isinstance(value, ort.OrtValue):
                 binding.bind_ortvalue_input(name, value)
                 shapes.append((name, tuple(value.shape())))
             else:
-                binding.bind_cpu_input(name, np.ascontiguousarray(value))
+                held.append(np.ascontiguousarray(value))
+                binding.bind_cpu_input(name, held[-1])
                 shapes.append((name, value.shape))
         signature = (tuple(sorted(shapes)), keep)
         buffers = self._buffers.get(signature)
