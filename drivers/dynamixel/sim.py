@@ -10,7 +10,6 @@ when the host goes silent.
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import dataclass, field
 
 from vla_runtime.drivers.dynamixel import protocol as p
@@ -24,13 +23,16 @@ from vla_runtime.drivers.dynamixel.tables import (
     Reg,
     model_name,
 )
-from vla_runtime.drivers.simdevice import (
-    FaultConfig,
-    PtySimulator,
-    add_fault_arguments,
-    fault_config_from_args,
-    serve_until_interrupted,
+from vla_runtime.drivers.servo_sim import (
+    ServoBusSim,
+    SimulatedServo,
+    add_servo_arguments,
+    parse_ids,
+    run_servo_sim,
 )
+from vla_runtime.drivers.simdevice import FaultConfig
+
+__all__ = ["DynamixelSim", "SimServo", "add_arguments", "parse_ids", "run"]
 
 MEMORY_SIZE = 256  # bytes of control table modelled; reads beyond it answer Data Range Error
 GOALS = {X_SERIES[r][0] for r in (Reg.GOAL_CURRENT, Reg.GOAL_VELOCITY, Reg.GOAL_POSITION)} | {100}
@@ -41,14 +43,12 @@ def _addr(reg: Reg) -> int:
 
 
 @dataclass
-class SimServo:
-    id: int
+class SimServo(SimulatedServo):
+    """An X-series servo; Present = Actual + Homing Offset."""
+
     model: int = 1060  # XL430-W250
-    firmware: int = 46  # >= 38 has the bus watchdog
-    actual: float = 2048.0  # shaft position, ticks, before the homing offset is added
-    blocked_below: float | None = None  # an object in the jaws: the shaft cannot go below this tick
-    speed: float = 4096.0  # ticks/s the shaft moves at toward the goal (about 1 rev/s)
     memory: bytearray = field(default_factory=lambda: bytearray(MEMORY_SIZE))
+    firmware: int = 46  # >= 38 has the bus watchdog
     last_heard: float = 0.0  # monotonic seconds of the last instruction addressed to it
 
     def __post_init__(self):
@@ -100,12 +100,7 @@ class SimServo:
             self.put(Reg.GOAL_POSITION, self.get(Reg.PRESENT_POSITION))
         velocity = 0.0
         if self.torque and not self.hardware_error and dt > 0:
-            target = self.get(Reg.GOAL_POSITION) - self.get(Reg.HOMING_OFFSET)
-            move = max(-self.speed * dt, min(self.speed * dt, target - self.actual))
-            if self.blocked_below is not None and move < 0 and self.actual + move < self.blocked_below:
-                move = min(0.0, max(move, self.blocked_below - self.actual))
-            self.actual += move
-            velocity = move / dt
+            velocity = self.move_toward(self.get(Reg.GOAL_POSITION) - self.get(Reg.HOMING_OFFSET), dt)
         self._sync_present(velocity)
         self.memory[_addr(Reg.MOVING)] = int(abs(velocity) > 0)
 
@@ -126,43 +121,23 @@ class SimServo:
         self.memory[addr : addr + len(data)] = data
         return 0
 
-    def read(self, addr: int, size: int) -> bytes | None:
-        if addr + size > MEMORY_SIZE:
-            return None
-        return bytes(self.memory[addr : addr + size])
-
     def reboot(self) -> None:
         for reg in (Reg.TORQUE_ENABLE, Reg.HARDWARE_ERROR_STATUS, Reg.BUS_WATCHDOG):
             self.put(reg, 0)
         self.put(Reg.GOAL_POSITION, self.get(Reg.PRESENT_POSITION))
 
 
-class DynamixelSim(PtySimulator):
+class DynamixelSim(ServoBusSim):
     """Servos answering Protocol 2.0 on one pty; `servos[id]` is open to tests for inspection."""
 
     kind = "Dynamixel Protocol 2.0 bus"
+    model_name = staticmethod(model_name)
 
     def __init__(self, ids=(1, 2, 3, 4, 5, 6), model: int = 1060, faults: FaultConfig | None = None):
-        super().__init__(faults)
-        self.servos = {i: SimServo(i, model, actual=2048.0 + 16 * i) for i in ids}
-        for i in self.faults.config.hardware_error_ids:
-            if i in self.servos:
-                self.servos[i].raise_hardware_error()
-        self._last_tick: float | None = None
-
-    def banner(self) -> str:
-        ids = sorted(self.servos)
-        model = model_name(next(iter(self.servos.values())).model) if ids else "-"
-        return f"simulated {self.kind}: ids {ids} ({model}) on {self.port}"
+        super().__init__((SimServo(i, model, actual=2048.0 + 16 * i) for i in ids), faults)
 
     def decode_request(self, buf: bytes):
         return p.decode_instruction(buf)
-
-    def tick(self, now: float) -> None:
-        dt = 0.0 if self._last_tick is None else now - self._last_tick
-        self._last_tick = now
-        for servo in self.servos.values():
-            servo.step(dt, now)
 
     def _status(self, servo: SimServo, error: int, data: bytes = b"") -> bytes:
         alert = p.ALERT_BIT if servo.hardware_error else 0
@@ -214,12 +189,7 @@ class DynamixelSim(PtySimulator):
                     )
             return replies
         if req.inst == p.Inst.SYNC_WRITE and len(prm) >= 4:
-            addr, size = prm[0] | prm[1] << 8, prm[2] | prm[3] << 8
-            body = prm[4:]
-            for k in range(0, len(body) - size, size + 1):
-                servo = self.servos.get(body[k])
-                if servo is not None:
-                    servo.write(addr, body[k + 1 : k + 1 + size])  # no reply; errors are silent
+            self.sync_write(prm[0] | prm[1] << 8, prm[2] | prm[3] << 8, prm[4:])  # errors are silent
             return []
         if req.inst == p.Inst.BULK_READ:
             replies = []
@@ -242,31 +212,9 @@ class DynamixelSim(PtySimulator):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--ids", default="1-6", help="servo ids, e.g. 1-6 or 1,2,7 (default 1-6)")
-    parser.add_argument("--model", type=int, default=1060, help="model number (1060 = XL430-W250)")
-    add_fault_arguments(parser)
-
-
-def parse_ids(text: str) -> tuple[int, ...]:
-    """'1-6' or '1,2,7' -> ids; one line naming the fix on bad input."""
-    ids: list[int] = []
-    try:
-        for part in text.split(","):
-            lo, _, hi = part.strip().partition("-")
-            ids.extend(range(int(lo), int(hi or lo) + 1))
-    except ValueError:
-        raise ValueError(f"--ids {text!r} is not a list like 1-6 or 1,2,7") from None
-    if not ids or any(not 0 <= i <= 252 for i in ids):
-        raise ValueError(f"--ids {text!r}: ids must be within 0..252")
-    return tuple(ids)
+    add_servo_arguments(parser, 1060, "model number (1060 = XL430-W250)")
 
 
 def run(args: argparse.Namespace) -> int:
     """Serve until Ctrl-C; bad flags end with one line on stderr and exit code 2."""
-    try:
-        sim = DynamixelSim(parse_ids(args.ids), args.model, fault_config_from_args(args))
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    hint = "connect with: vla-runtime drivers scan --port {port} --protocol dynamixel (any baud; a pty ignores it)"
-    return serve_until_interrupted(sim, hint)
+    return run_servo_sim(DynamixelSim, "dynamixel", args)

@@ -8,30 +8,21 @@ driver that gets a sign convention wrong reads the wrong angle here exactly as o
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import dataclass, field
 
-from vla_runtime.drivers.dynamixel.sim import parse_ids
 from vla_runtime.drivers.feetech import protocol as p
 from vla_runtime.drivers.feetech.tables import SIGN_BITS, STS_SMS, TICKS_PER_REV, Reg, model_name
-from vla_runtime.drivers.simdevice import (
-    FaultConfig,
-    PtySimulator,
-    add_fault_arguments,
-    fault_config_from_args,
-    serve_until_interrupted,
-)
+from vla_runtime.drivers.servo_sim import ServoBusSim, SimulatedServo, add_servo_arguments, run_servo_sim
+from vla_runtime.drivers.simdevice import FaultConfig
 
 MEMORY_SIZE = 128  # bytes of memory map modelled; reads beyond it get no reply (as a real servo)
 
 
 @dataclass
-class SimServo:
-    id: int
+class SimServo(SimulatedServo):
+    """An STS/SMS servo; Present = Actual - Homing Offset."""
+
     model: int = 777  # STS3215
-    actual: float = 2048.0  # shaft position, ticks, before the homing offset is subtracted
-    blocked_below: float | None = None  # an object in the jaws: the shaft cannot go below this tick
-    speed: float = 4096.0  # ticks/s toward the goal
     memory: bytearray = field(default_factory=lambda: bytearray(MEMORY_SIZE))
     pending: tuple[int, bytes] | None = None  # REG_WRITE waiting for ACTION
 
@@ -76,15 +67,10 @@ class SimServo:
         self.put(Reg.PRESENT_POSITION, round(self.actual) - self.get(Reg.HOMING_OFFSET))
         self.put(Reg.PRESENT_VELOCITY, round(velocity))
 
-    def step(self, dt: float) -> None:
+    def step(self, dt: float, now: float) -> None:
         velocity = 0.0
         if self.torque and not self.error and dt > 0:
-            target = self.get(Reg.GOAL_POSITION) + self.get(Reg.HOMING_OFFSET)
-            move = max(-self.speed * dt, min(self.speed * dt, target - self.actual))
-            if self.blocked_below is not None and move < 0 and self.actual + move < self.blocked_below:
-                move = min(0.0, max(move, self.blocked_below - self.actual))
-            self.actual += move
-            velocity = move / dt
+            velocity = self.move_toward(self.get(Reg.GOAL_POSITION) + self.get(Reg.HOMING_OFFSET), dt)
         self._sync_present(velocity)
         self.put(Reg.MOVING, int(abs(velocity) > 0))
 
@@ -101,43 +87,23 @@ class SimServo:
             data = b"\x00" + data[1:]  # protection holds torque off until the fault is cleared
         self.memory[addr : addr + len(data)] = data
 
-    def read(self, addr: int, size: int) -> bytes | None:
-        if addr + size > MEMORY_SIZE:
-            return None
-        return bytes(self.memory[addr : addr + size])
-
     def reboot(self) -> None:
         self.put(Reg.STATUS, 0)
         self.put(Reg.TORQUE_ENABLE, 0)
         self.put(Reg.GOAL_POSITION, self.get(Reg.PRESENT_POSITION))
 
 
-class FeetechSim(PtySimulator):
+class FeetechSim(ServoBusSim):
     """STS/SMS servos on one pty; `servos[id]` is open to tests for inspection."""
 
     kind = "Feetech STS/SMS bus"
+    model_name = staticmethod(model_name)
 
     def __init__(self, ids=(1, 2, 3, 4, 5, 6), model: int = 777, faults: FaultConfig | None = None):
-        super().__init__(faults)
-        self.servos = {i: SimServo(i, model, actual=2048.0 + 16 * i) for i in ids}
-        for i in self.faults.config.hardware_error_ids:
-            if i in self.servos:
-                self.servos[i].raise_hardware_error()
-        self._last_tick: float | None = None
-
-    def banner(self) -> str:
-        ids = sorted(self.servos)
-        model = model_name(next(iter(self.servos.values())).model) if ids else "-"
-        return f"simulated {self.kind}: ids {ids} ({model}) on {self.port}"
+        super().__init__((SimServo(i, model, actual=2048.0 + 16 * i) for i in ids), faults)
 
     def decode_request(self, buf: bytes):
         return p.decode(buf)
-
-    def tick(self, now: float) -> None:
-        dt = 0.0 if self._last_tick is None else now - self._last_tick
-        self._last_tick = now
-        for servo in self.servos.values():
-            servo.step(dt)
 
     def handle(self, req: p.Packet) -> list[bytes]:
         prm = req.params
@@ -151,11 +117,7 @@ class FeetechSim(PtySimulator):
                         out.append(p.encode_status(i, servo.error, data))
                 return out
             if req.code == p.Inst.SYNC_WRITE and len(prm) >= 2:
-                addr, size = prm[0], prm[1]
-                body = prm[2:]
-                for k in range(0, len(body) - size, size + 1):
-                    if body[k] in self.servos:
-                        self.servos[body[k]].write(addr, body[k + 1 : k + 1 + size])
+                self.sync_write(prm[0], prm[1], prm[2:])
             if req.code == p.Inst.ACTION:
                 for servo in self.servos.values():
                     self._action(servo)
@@ -190,17 +152,9 @@ class FeetechSim(PtySimulator):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--ids", default="1-6", help="servo ids, e.g. 1-6 or 1,2,7 (default 1-6)")
-    parser.add_argument("--model", type=int, default=777, help="model number (777 = STS3215)")
-    add_fault_arguments(parser)
+    add_servo_arguments(parser, 777, "model number (777 = STS3215)")
 
 
 def run(args: argparse.Namespace) -> int:
     """Serve until Ctrl-C; bad flags end with one line on stderr and exit code 2."""
-    try:
-        sim = FeetechSim(parse_ids(args.ids), args.model, fault_config_from_args(args))
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    hint = "connect with: vla-runtime drivers scan --port {port} --protocol feetech (any baud; a pty ignores it)"
-    return serve_until_interrupted(sim, hint)
+    return run_servo_sim(FeetechSim, "feetech", args)
