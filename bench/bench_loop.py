@@ -120,7 +120,7 @@ class StillCamera(Camera):
         return Frame(self.image, now)
 
 
-def overhead(bundle: str, hz: float, ticks: int, image_size: int) -> tuple[Profiler, str]:
+def overhead(bundle: str, hz: float, ticks: int, image_size: int, rt: int = 0) -> tuple[Profiler, str]:
     from vla_runtime.runtime.policy import load_policy
     from vla_runtime.runtime.sim.world import SimWorld
 
@@ -131,11 +131,44 @@ def overhead(bundle: str, hz: float, ticks: int, image_size: int) -> tuple[Profi
     limits = SafetyLimits.from_sources(m.safety, desc.safety, desc.joint_min, desc.joint_max, desc.joint_max_velocity)
     robot = NullRobot(world.kinematics, world.data.qpos[world.arm_qpos])
     safety = ActionSafety(limits, m.action.kind, m.action.dim, robot.kinematics, len(robot.q))
-    sched = Scheduler(SchedulerConfig(hz, max_consecutive_misses=10**9), Profiler(1.0 / hz))
+    sched = Scheduler(SchedulerConfig(hz, max_consecutive_misses=10**9, realtime_priority=rt), Profiler(1.0 / hz))
     loop = ControlLoop(LoopConfig(ticks, m.control.replan_every), policy, robot, StillCamera(image_size), safety, sched)
     result = loop.run("pick up the red block")
     policy.close()
-    return sched.profiler, f"{m.model.get('name')} replan every {m.control.replan_every}, {result.stop_reason}"
+    fifo = f"SCHED_FIFO {rt}" if rt and sched.profiler.starts and _was_realtime(rt) else "normal scheduling"
+    return sched.profiler, f"{m.model.get('name')}, replan every {m.control.replan_every}, {fifo}, {result.stop_reason}"
+
+
+def _was_realtime(rt: int) -> bool:
+    """Whether this process may use SCHED_FIFO (the scheduler falls back silently otherwise)."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(rt))
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+        return True
+    except (AttributeError, OSError):
+        return False
+
+
+def print_overhead(prof: Profiler, label: str, hz: float, ticks: int, image_size: int) -> None:
+    loop_period = 1.0 / hz
+    work_s = np.asarray([s.duration for s in prof.spans if s.name == "work"])
+    graphs = tick_sums(prof, GRAPH_STAGES)
+    host = tick_sums(prof, HOST_STAGES)
+    io = tick_sums(prof, IO_STAGES)
+    machinery = work_s - graphs - host - io  # scheduler, profiler, chunking, safety + IK, bookkeeping
+    total = work_s - graphs - io
+    print(f"\npart 2: runtime overhead per tick at {hz:g} Hz, {ticks} ticks ({label}),"
+          f" in-memory robot, {image_size}px frame")
+    print(f"{'per tick':<44}{'p50 ms':>9}{'p99 ms':>9}{'p50 %period':>13}{'p99 %period':>13}")
+    for name, v in (("backend graphs (excluded)", graphs),
+                    ("loop machinery (sched, safety+IK, chunks)", machinery),
+                    ("policy host stages (preprocess, tokenize..)", host),
+                    ("runtime overhead = all but graphs", total)):
+        p50, p99 = np.percentile(v, [50, 99]) * 1e3
+        print(f"{name:<44}{p50:>9.3f}{p99:>9.3f}{p50 / loop_period / 10:>12.2f}%{p99 / loop_period / 10:>12.2f}%")
+    print(f"mean runtime overhead: {total.mean() / loop_period * 100:.2f}% of the period"
+          f" (loop machinery alone {machinery.mean() / loop_period * 100:.2f}%)")
+    print(f"per-stage table:\n{prof.table()}")
 
 
 def tick_sums(profiler: Profiler, names: tuple[str, ...]) -> np.ndarray:
@@ -187,27 +220,10 @@ def main() -> None:
         from vla_runtime.runtime.default_bundle import ensure_default_bundle
 
         bundle = str(ensure_default_bundle(announce=print))
-    prof, label = overhead(bundle, args.loop_hz, args.loop_ticks, args.image_size)
-    loop_period = 1.0 / args.loop_hz
-    work_s = np.asarray(prof._samples["work"])
-    graphs = tick_sums(prof, GRAPH_STAGES)
-    host = tick_sums(prof, HOST_STAGES)
-    io = tick_sums(prof, IO_STAGES)
-    machinery = work_s - graphs - host - io  # scheduler, profiler, chunking, safety + IK, bookkeeping
-    total = work_s - graphs - io
-    print(f"\npart 2: runtime overhead per tick at {args.loop_hz:g} Hz, {args.loop_ticks} ticks ({label}),"
-          f" in-memory robot, {args.image_size}px frame")
-    print(f"{'per tick':<44}{'p50 ms':>9}{'p99 ms':>9}{'p50 %period':>13}{'p99 %period':>13}")
-    for name, v in (("backend graphs (excluded)", graphs),
-                    ("loop machinery (sched, safety+IK, chunks)", machinery),
-                    ("policy host stages (preprocess, tokenize..)", host),
-                    ("runtime overhead = all but graphs", total)):
-        p50, p99 = np.percentile(v, [50, 99]) * 1e3
-        print(f"{name:<44}{p50:>9.3f}{p99:>9.3f}{p50 / loop_period / 10:>12.2f}%{p99 / loop_period / 10:>12.2f}%")
-    print(f"mean runtime overhead: {total.mean() / loop_period * 100:.2f}% of the period"
-          f" (loop machinery alone {machinery.mean() / loop_period * 100:.2f}%)")
-    print(f"load average {os.getloadavg()[0]:.2f} at the end\n\nper-stage table of part 2:\n{prof.table()}")
-
+    for rt in (0, args.rt_priority) if args.rt_priority else (0,):
+        prof, label = overhead(bundle, args.loop_hz, args.loop_ticks, args.image_size, rt)
+        print_overhead(prof, label, args.loop_hz, args.loop_ticks, args.image_size)
+    print(f"\nload average {os.getloadavg()[0]:.2f} at the end")
 
 if __name__ == "__main__":
     main()

@@ -16,7 +16,7 @@ import logging
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 from vla_runtime.runtime.manifest import SafetyDefaults
@@ -36,6 +36,7 @@ LIMITS = (
     "joint_position",
     "joint_velocity",
 )
+WORKSPACE_MARGIN = 0.005  # metres an IK solution may land outside the box (solver residual)
 
 
 class SafetyConfigError(ValueError):
@@ -167,6 +168,12 @@ class ActionSafety(SafetyFilter):
         self.dim = dim
         self.kinematics = kinematics
         self.num_joints = num_joints
+        # the limits as arrays once, so a tick does no tuple conversions
+        self._box = (np.array(limits.workspace_min, float), np.array(limits.workspace_max, float))  # m
+        self._joints = None  # (min, max) in rad
+        if limits.joint_min:
+            self._joints = (np.array(limits.joint_min, float), np.array(limits.joint_max, float))
+        self._joint_speed = np.array(limits.joint_max_velocity, float) if limits.joint_max_velocity else None  # rad/s
 
     # -- the filter ------------------------------------------------------------------------------
     def enforce(self, current, desired, dt):
@@ -178,7 +185,7 @@ class ActionSafety(SafetyFilter):
         if self.kind == "ee_delta":
             a = self._limit_ee(current, a, hits)
         if self.dim > self.num_joints or self.kind == "ee_delta":
-            g = float(np.clip(a[-1], self.limits.gripper_min, self.limits.gripper_max))
+            g = min(max(float(a[-1]), self.limits.gripper_min), self.limits.gripper_max)
             if g != a[-1]:
                 hits.append("gripper")
             a[-1] = g
@@ -189,6 +196,8 @@ class ActionSafety(SafetyFilter):
         if q is None or not np.all(np.isfinite(q)):
             return self._hold(current, "ik_failed")
         q = self._limit_joints(current, q, dt, hits)
+        if self.kinematics is not None and not self._stays_in_box(current, q):
+            return self._hold(current, "workspace")
         if self.kind == "joint_position":
             a[: self.num_joints] = q
         return SafeCommand(a, q, gripper), SafetyReport(tuple(hits), held=False)
@@ -219,7 +228,7 @@ class ActionSafety(SafetyFilter):
     def _limit_ee(self, current: RobotState, a: np.ndarray, hits: list[str]) -> np.ndarray:
         lim = self.limits
         target = current.ee_position + a[:3]
-        boxed = np.clip(target, lim.workspace_min, lim.workspace_max)
+        boxed = _clip(target, *self._box)
         if not np.array_equal(boxed, target):
             hits.append("workspace")
             a[:3] = boxed - current.ee_position
@@ -244,22 +253,31 @@ class ActionSafety(SafetyFilter):
             logger.debug("ik failed: %s", exc)
             return None
 
+    def _stays_in_box(self, current: RobotState, q: np.ndarray) -> bool:
+        """Final check on what will be sent: its end-effector position is in the box (within the IK
+        margin), or at least no farther out than now, so a robot started outside can still come in."""
+        pos, _ = self.kinematics.forward(q)
+        outside = self._box_distance(pos)
+        return outside <= WORKSPACE_MARGIN or outside <= self._box_distance(current.ee_position)
+
+    def _box_distance(self, pos: np.ndarray) -> float:
+        return float(np.linalg.norm(pos - _clip(pos, *self._box)))
+
     def _limit_joints(self, current: RobotState, q: np.ndarray, dt: float, hits: list[str]) -> np.ndarray:
-        lim = self.limits
-        if lim.joint_min:
-            clipped = np.clip(q, lim.joint_min, lim.joint_max)
+        if self._joints is not None:
+            clipped = _clip(q, *self._joints)
             if not np.array_equal(clipped, q):
                 hits.append("joint_position")
             q = clipped
-        if lim.joint_max_velocity:
-            reach = np.asarray(lim.joint_max_velocity) * dt  # rad this tick
+        if self._joint_speed is not None:
+            reach = self._joint_speed * dt  # rad this tick
             measured = np.asarray(current.joint_positions, dtype=np.float64)
-            clipped = np.clip(q, measured - reach, measured + reach)
+            clipped = _clip(q, measured - reach, measured + reach)
             if not np.array_equal(clipped, q):
                 hits.append("joint_velocity")
             q = clipped
-            if lim.joint_min:  # the measured position may itself sit just outside a limit
-                q = np.clip(q, lim.joint_min, lim.joint_max)
+            if self._joints is not None:  # the measured position may itself sit just outside a limit
+                q = _clip(q, *self._joints)
         return q
 
 
@@ -267,6 +285,6 @@ def _state_finite(state: RobotState) -> bool:
     return bool(np.all(np.isfinite(state.joint_positions)) and np.isfinite(state.gripper))
 
 
-def with_overrides(limits: SafetyLimits, **changes) -> SafetyLimits:
-    """A copy with some limits changed (validated again)."""
-    return replace(limits, **changes)
+def _clip(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """np.clip without its per-call overhead (inputs are finite here)."""
+    return np.minimum(np.maximum(x, lo), hi)

@@ -88,6 +88,27 @@ def test_workspace_box_holds_the_target_inside():
     assert np.all(target >= np.array(LIMITS.workspace_min) - 1e-12)
 
 
+class OffsetKinematics(CartesianKinematics):
+    """IK that lands 5 cm off in z (a badly calibrated model): the post-IK check must catch it."""
+
+    def inverse(self, q_seed, position, rpy):
+        return np.concatenate([position + [0, 0, -0.05], rpy])
+
+
+def test_what_will_be_sent_is_checked_against_the_box_after_ik():
+    f = ActionSafety(LIMITS, "ee_delta", 7, OffsetKinematics(), 6)
+    inside = state(q=(0.3, 0.0, 0.2, 0, 0, 0))
+    _, report = f.enforce(inside, np.array([0, 0, 0.01, 0, 0, 0, 0.5]), DT)
+    assert not report.held  # 0.2 - 0.05 is still inside
+    low = state(q=(0.3, 0.0, 0.07, 0, 0, 0))
+    cmd, report = f.enforce(low, np.array([0, 0, 0.0, 0, 0, 0, 0.5]), DT)
+    assert report.held and report.interventions == ("workspace",)
+    np.testing.assert_array_equal(cmd.joint_targets, low.joint_positions)
+    outside = state(q=(0.3, 0.0, 0.7, 0, 0, 0))  # started above the box: moving in is allowed
+    _, report = f.enforce(outside, np.array([0, 0, -0.01, 0, 0, 0, 0.5]), DT)
+    assert not report.held
+
+
 def test_gripper_range():
     cmd, report = ee_filter().enforce(state(), np.array([0, 0, 0, 0, 0, 0, 1.0]), DT)
     assert report.interventions == ("gripper",) and cmd.gripper == 0.9

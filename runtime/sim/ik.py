@@ -3,7 +3,8 @@
 The scratch `MjData` keeps inverse kinematics from ever touching the state being simulated,
 so the safety layer can query it mid-tick. IK is damped least squares on the tool site's
 Jacobian with joint limits clipped at every step: robust near singularities, a few hundred
-microseconds per solve for six joints.
+microseconds per solve for six joints. A target the joint limits put out of reach returns the
+closest pose found as soon as progress stalls, so a bad action cannot burn the tick budget.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ import logging
 
 import mujoco
 import numpy as np
-from vla_runtime.runtime.robot import Kinematics, matrix_to_rpy, rotation_vector, rpy_to_matrix
+from vla_runtime.runtime.robot import Kinematics, matrix_to_rpy, rpy_to_matrix
 
 logger = logging.getLogger(__name__)
+
+_HALF = np.array([1.0, 1.0, 1.0, 0.5, 0.5, 0.5])  # scales the skew part of the rotation error to sin(angle)
 
 
 class MujocoKinematics(Kinematics):
@@ -26,6 +29,7 @@ class MujocoKinematics(Kinematics):
         iterations: int = 60,  # damped least-squares steps per solve at most
         damping: float = 0.05,  # lambda of the damped pseudo-inverse (m / rad)
         tolerance: float = 1e-4,  # metres / radians of residual at which a solve stops early
+        patience: int = 3,  # steps without a 5 % improvement after which a solve gives up
     ):
         self.model = model
         self.data = mujoco.MjData(model)
@@ -38,6 +42,7 @@ class MujocoKinematics(Kinematics):
         self.iterations = iterations
         self.damping = damping
         self.tolerance = tolerance
+        self.patience = patience
         self._jacp = np.zeros((3, model.nv))
         self._jacr = np.zeros((3, model.nv))
 
@@ -55,14 +60,23 @@ class MujocoKinematics(Kinematics):
         target_r = rpy_to_matrix(rpy)
         q = np.clip(np.asarray(q_seed, dtype=np.float64), self.lower, self.upper)
         eye = np.eye(6) * self.damping**2
+        best_q, best_err, stalled = q, np.inf, 0
         for _ in range(self.iterations):
             pos, rot = self._pose(q)
-            error = np.concatenate([target_p - pos, rotation_vector(target_r @ rot.T)])  # [6] m, rad
-            if np.max(np.abs(error)) < self.tolerance:
+            r = target_r @ rot.T  # remaining rotation; its skew part is sin(angle) * axis, enough to steer
+            error = np.array([*(target_p - pos), r[2, 1] - r[1, 2], r[0, 2] - r[2, 0], r[1, 0] - r[0, 1]]) * _HALF
+            err = float(np.max(np.abs(error)))
+            if err < best_err * 0.95:
+                best_q, best_err, stalled = q, err, 0
+            else:  # an unreachable target (joint limits): stop early with the closest pose found
+                stalled += 1
+                if stalled >= self.patience:
+                    break
+            if err < self.tolerance:
                 break
             mujoco.mj_comPos(self.model, self.data)
             mujoco.mj_jacSite(self.model, self.data, self._jacp, self._jacr, self.site_id)
             jac = np.vstack([self._jacp[:, self.dof_adr], self._jacr[:, self.dof_adr]])  # [6, J]
             dq = jac.T @ np.linalg.solve(jac @ jac.T + eye, error)
             q = np.clip(q + dq, self.lower, self.upper)
-        return q
+        return best_q
