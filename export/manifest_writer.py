@@ -37,11 +37,23 @@ logger = logging.getLogger(__name__)
 TOKENIZER_NAME = "tokenizer.json"
 MAX_PROMPT_TOKENS = 48  # ids incl. BOS; the prefill graph's prompt axis accepts up to 512
 CONTROL_RATE_HZ = 10.0
-# SigLIP's processor (transformers SiglipImageProcessor): bicubic resize, x/255, mean = std = 0.5.
-SIGLIP_RESCALE = 1.0 / 255.0
-SIGLIP_MEAN = (0.5, 0.5, 0.5)
-SIGLIP_STD = (0.5, 0.5, 0.5)
-SIGLIP_RESAMPLE = "bicubic"
+_PIL_RESAMPLE = {0: "nearest", 2: "bilinear", 3: "bicubic"}  # PIL.Image.Resampling values
+
+
+def siglip_preprocess(image_size: int) -> Preprocess:
+    """The constants transformers' SigLIP image processor applies, read from it rather than retyped."""
+    from transformers.models.siglip.image_processing_siglip import SiglipImageProcessor as Processor
+
+    resample = _PIL_RESAMPLE.get(int(Processor.resample))
+    if resample is None:
+        raise ValueError(f"SigLIP processor resample {Processor.resample!r} has no runtime equivalent")
+    return Preprocess(
+        image_size=image_size,
+        rescale_factor=float(Processor.rescale_factor),
+        image_mean=tuple(float(v) for v in Processor.image_mean),
+        image_std=tuple(float(v) for v in Processor.image_std),
+        resample=resample,
+    )
 
 
 def tool_versions() -> dict:
@@ -110,13 +122,7 @@ def build_manifest(source: Source, graphs: list[GraphInfo], bundle_dir: Path, se
         schema_version=SCHEMA_VERSION,
         model=model_info,
         graphs={g.role: _graph_spec(g) for g in graphs},
-        preprocess=Preprocess(
-            image_size=pg.vision_config.image_size,
-            rescale_factor=SIGLIP_RESCALE,
-            image_mean=SIGLIP_MEAN,
-            image_std=SIGLIP_STD,
-            resample=SIGLIP_RESAMPLE,
-        ),
+        preprocess=siglip_preprocess(pg.vision_config.image_size),
         prompt=Prompt(
             template=PROMPT_TEMPLATE,
             tokenizer_file=TOKENIZER_NAME,
