@@ -21,6 +21,7 @@ logger = logging.getLogger(__name__)
 
 _PRECISION_BITS = 22  # PIL's fixed-point precision for 8-bit images (32 - 8 - 2)
 _HALF = 1 << (_PRECISION_BITS - 1)  # rounding offset added before the shift
+_MAX_PLANS = 8  # input resolutions whose resampling plans are kept (a camera keeps one)
 
 
 def _bilinear(x: float) -> float:
@@ -144,6 +145,8 @@ class Preprocessor:
                 if shape[axis] != size:
                     plan.append(_AxisResampler(shape, axis, size, resample))
                     shape = plan[-1].out_shape
+            if len(self._plans) >= _MAX_PLANS:
+                self._plans.pop(next(iter(self._plans)))
             self._plans[(height, width)] = plan
             logger.debug("preprocess: new resampling plan %dx%d -> %dx%d (%s)", width, height, size, size, resample)
         return plan

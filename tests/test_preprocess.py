@@ -129,3 +129,10 @@ def test_taps_are_normalised_and_cover_the_filter_support():
 def test_bad_frames_are_refused_with_the_fix(bad):
     with pytest.raises(ValueError, match="uint8 \\[H, W, 3\\] RGB"):
         ours(16, "bicubic")(bad)
+
+
+def test_strided_views_from_a_camera_give_the_same_pixels():
+    bgr = np.ascontiguousarray(IMAGES[0][..., ::-1])
+    prep = ours(32, "bicubic")
+    from_view = prep(bgr[..., ::-1]).copy()  # BGR -> RGB as a negative-stride view, no copy
+    np.testing.assert_array_equal(from_view, prep(IMAGES[0]))
