@@ -9,6 +9,7 @@ from the clock when a request arrives, so an idle simulator costs nothing.
 from __future__ import annotations
 
 import argparse
+import collections
 import logging
 import sys
 import time
@@ -66,7 +67,8 @@ class RobotiqSim(PtySimulator):
         self.request = GripperRequest()
         self.position = 0.0  # counts, 0 open .. 255 closed (float while moving)
         self.fault = 0
-        self.frames: list[bytes] = []  # every well-formed request as received, for byte-level checks
+        # the latest well-formed requests as received, for byte-level checks; bounded for long runs
+        self.frames: collections.deque[bytes] = collections.deque(maxlen=10_000)
         self._activation_started: float | None = None
         self._activated = False
         self._object = ObjectStatus.MOVING

@@ -245,7 +245,7 @@ class URSim:
 
     def _spawn(self, fn, *args) -> None:
         t = threading.Thread(target=fn, args=args, daemon=True, name=f"ursim-{fn.__name__}")
-        self._threads.append(t)
+        self._threads = [x for x in self._threads if x.is_alive()] + [t]  # closed connections drop out
         t.start()
 
     def _close_all(self) -> None:
