@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
+from framer_cases import SPLITS, feed, split
 from vla_runtime.drivers.dynamixel import protocol as p
 
 # (name, frame, id, instruction, params after unstuffing)
@@ -37,40 +38,15 @@ GOLDEN = [
 ]
 
 
-def feed(chunks: list[bytes]) -> tuple[list[p.Packet], int, bytes]:
-    """Run the decoder over a stream arriving in chunks: (packets, bytes skipped, bytes left)."""
-    buf, out, skipped = b"", [], 0
-    for chunk in chunks:
-        buf += chunk
-        while buf:
-            consumed, pkt = p.decode(buf)
-            if consumed == 0:
-                break
-            buf = buf[consumed:]
-            if pkt is None:
-                skipped += consumed
-            else:
-                out.append(pkt)
-    return out, skipped, buf
-
-
-def split(frame: bytes, how: str) -> list[bytes]:
-    if how == "whole":
-        return [frame]
-    if how == "halves":
-        return [frame[: len(frame) // 2], frame[len(frame) // 2 :]]
-    return [frame[i : i + 1] for i in range(len(frame))]
-
-
 def test_crc_check_value():
     assert p.crc16(b"123456789") == 0xFEE8
 
 
-@pytest.mark.parametrize("how", ["whole", "halves", "bytes"])
+@pytest.mark.parametrize("how", SPLITS)
 @pytest.mark.parametrize("name,hexframe,dev,inst,params", GOLDEN, ids=[g[0] for g in GOLDEN])
 def test_golden_frames_decode_in_any_split(name, hexframe, dev, inst, params, how):
     frame = bytes.fromhex(hexframe)
-    packets, skipped, rest = feed(split(frame, how))
+    packets, skipped, rest = feed(p.decode, split(frame, how))
     assert packets == [p.Packet(dev, inst, bytes.fromhex(params))]
     assert skipped == 0 and rest == b""
 
@@ -90,21 +66,21 @@ def test_builders_match_manual_frames():
     assert p.reboot(1) == bytes.fromhex("FF FF FD 00 01 03 00 08 2F 4E")
 
 
-@pytest.mark.parametrize("how", ["whole", "halves", "bytes"])
+@pytest.mark.parametrize("how", SPLITS)
 def test_garbage_before_and_after_is_skipped(how):
     frame = bytes.fromhex(GOLDEN[5][1])
     noise = bytes([0x00, 0xFF, 0x13, 0xFF, 0xFF, 0x42])
-    packets, skipped, rest = feed(split(noise + frame + b"\x07\xff\xff\xfd", how))
+    packets, skipped, rest = feed(p.decode, split(noise + frame + b"\x07\xff\xff\xfd", how))
     assert [pk.data for pk in packets] == [bytes.fromhex("A6 00 00 00")]
     assert skipped == len(noise) + 1  # the trailing 07; FF FF FD may be the start of the next header
     assert rest == b"\xff\xff\xfd"
 
 
-@pytest.mark.parametrize("how", ["whole", "halves", "bytes"])
+@pytest.mark.parametrize("how", SPLITS)
 def test_bad_crc_then_good_frame(how):
     good = bytes.fromhex(GOLDEN[5][1])
     bad = good[:-1] + bytes([good[-1] ^ 0x01])
-    packets, skipped, rest = feed(split(bad + good, how))
+    packets, skipped, rest = feed(p.decode, split(bad + good, how))
     assert len(packets) == 1 and packets[0].data == bytes.fromhex("A6 00 00 00")
     assert skipped == len(bad) and rest == b""
 
@@ -112,7 +88,7 @@ def test_bad_crc_then_good_frame(how):
 def test_impossible_length_resyncs():
     good = bytes.fromhex(GOLDEN[0][1])
     junk = bytes.fromhex("FF FF FD 00 01 FF FF")  # LEN 65535 > 1024
-    packets, skipped, _ = feed([junk + good])
+    packets, skipped, _ = feed(p.decode, [junk + good])
     assert packets == [p.Packet(1, p.Inst.PING, b"")] and skipped == len(junk)
 
 
@@ -121,7 +97,7 @@ def test_byte_stuffing_round_trip_of_header_lookalike():
     frame = p.write(1, 116, value)
     assert b"\xff\xff\xfd\xfd" in frame[7:]
     assert frame[5] | frame[6] << 8 == len(frame) - 7  # LEN counts the inserted FD
-    packets, _, _ = feed([frame])
+    packets, _, _ = feed(p.decode, [frame])
     assert packets[0].params == bytes([116, 0]) + value
 
 
@@ -131,7 +107,7 @@ def test_random_payloads_round_trip_whole_and_bytewise():
         params = bytes(rng.choice([0xFF, 0xFD, 0x00, rng.randrange(256)]) for _ in range(rng.randrange(0, 40)))
         frame = p.encode(rng.randrange(0, 253), p.Inst.WRITE, params)
         for how in ("whole", "bytes"):
-            packets, skipped, rest = feed(split(frame, how))
+            packets, skipped, rest = feed(p.decode, split(frame, how))
             assert packets == [p.Packet(frame[4], p.Inst.WRITE, params)] and skipped == 0 and rest == b""
 
 

@@ -6,14 +6,11 @@
 
 from __future__ import annotations
 
-import os
-import select
-
 import pytest
+from servo_peers import sdk_capture, sdk_on_port, sync_read_tx, sync_write_then_read, sync_write_tx
 from vla_runtime.drivers.dynamixel import protocol as p
 from vla_runtime.drivers.dynamixel.sim import DynamixelSim
 from vla_runtime.drivers.dynamixel.tables import X_SERIES, HardwareError, Reg
-from vla_runtime.drivers.simdevice import open_pty
 
 sdk = pytest.importorskip("dynamixel_sdk", reason="dynamixel-sdk is the independent peer (pip install -e .[peers])")
 
@@ -30,13 +27,8 @@ def sim():
 
 @pytest.fixture
 def sdk_port(sim, monkeypatch):
-    # The SDK waits 2 x LATENCY_TIMER + 2 ms for a whole reply; on a loaded 2-core CI runner the
-    # simulator thread can miss 34 ms, so give the peer the slack a busy machine needs.
-    monkeypatch.setattr(sdk.port_handler, "LATENCY_TIMER", 100)
-    port = sdk.PortHandler(sim.port)
-    assert port.openPort()
-    yield port, sdk.PacketHandler(2.0)
-    port.closePort()
+    with sdk_on_port(sdk, sim.port, 2.0, monkeypatch) as port_ph:
+        yield port_ph
 
 
 def test_sdk_ping_read_write(sim, sdk_port):
@@ -58,16 +50,8 @@ def test_sdk_byte_stuffing_round_trips(sim, sdk_port):
 
 
 def test_sdk_group_sync_write_then_sync_read(sim, sdk_port):
-    port, ph = sdk_port
-    writer = sdk.GroupSyncWrite(port, ph, GOAL, 4)
-    for i in IDS:
-        assert writer.addParam(i, list((1000 + i).to_bytes(4, "little")))
-    assert writer.txPacket() == sdk.COMM_SUCCESS
-    reader = sdk.GroupSyncRead(port, ph, GOAL, 4)
-    for i in IDS:
-        assert reader.addParam(i)
-    assert reader.txRxPacket() == sdk.COMM_SUCCESS
-    assert [reader.getData(i, GOAL, 4) for i in IDS] == [1001, 1002, 1003, 1004, 1005, 1006]
+    values = {i: list((1000 + i).to_bytes(4, "little")) for i in IDS}
+    assert sync_write_then_read(sdk, *sdk_port, GOAL, 4, values) == [1001, 1002, 1003, 1004, 1005, 1006]
     assert [sim.servos[i].get(Reg.GOAL_POSITION) for i in IDS] == [1001, 1002, 1003, 1004, 1005, 1006]
 
 
@@ -96,37 +80,8 @@ def test_sdk_sees_hardware_error_and_reboot_clears_it(sim, sdk_port):
 # -- byte equality: what the SDK writes vs what our encoder writes -----------------------------------
 @pytest.fixture
 def capture():
-    master, slave, path = open_pty()
-    port = sdk.PortHandler(path)
-    assert port.openPort()
-    ph = sdk.PacketHandler(2.0)
-
-    def run(op) -> bytes:
-        op(port, ph)
-        port.is_using = False
-        out = b""
-        while select.select([master], [], [], 0.05)[0]:
-            out += os.read(master, 4096)
-        return out
-
-    yield run
-    port.closePort()
-    os.close(master)
-    os.close(slave)
-
-
-def _sync_read_tx(port, ph):
-    g = sdk.GroupSyncRead(port, ph, 128, 8)
-    for i in IDS:
-        g.addParam(i)
-    g.txPacket()
-
-
-def _sync_write_tx(port, ph):
-    g = sdk.GroupSyncWrite(port, ph, GOAL, 4)
-    for i in IDS:
-        g.addParam(i, list((2000 + 7 * i).to_bytes(4, "little")))
-    g.txPacket()
+    with sdk_capture(sdk, 2.0) as run:
+        yield run
 
 
 def _bulk_read_tx(port, ph):
@@ -145,8 +100,12 @@ BYTE_CASES = [
         lambda port, ph: ph.write4ByteTxOnly(port, 1, GOAL, (-1234) & 0xFFFFFFFF),
         p.write(1, GOAL, p.to_bytes(-1234, 4)),
     ),
-    ("sync read", _sync_read_tx, p.sync_read(128, 8, IDS)),
-    ("sync write", _sync_write_tx, p.sync_write(GOAL, 4, {i: p.to_bytes(2000 + 7 * i, 4) for i in IDS})),
+    ("sync read", sync_read_tx(sdk, 128, 8, IDS), p.sync_read(128, 8, IDS)),
+    (
+        "sync write",
+        sync_write_tx(sdk, GOAL, 4, {i: list((2000 + 7 * i).to_bytes(4, "little")) for i in IDS}),
+        p.sync_write(GOAL, 4, {i: p.to_bytes(2000 + 7 * i, 4) for i in IDS}),
+    ),
     ("bulk read", _bulk_read_tx, p.bulk_read([(1, PRESENT, 4), (5, 0, 2)])),
     ("reboot", lambda port, ph: ph.reboot(port, 4), p.reboot(4)),
 ]

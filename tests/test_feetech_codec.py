@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
+from framer_cases import SPLITS, feed, split
 from vla_runtime.drivers.feetech import protocol as p
 
 SYNC4 = "FF FF FE 20 83 2A 06 " + " ".join(f"{i:02X} 00 08 00 00 E8 03" for i in (1, 2, 3, 4)) + " 58"
@@ -21,34 +22,10 @@ GOLDEN = [
 ]
 
 
-def feed(chunks):
-    buf, out, skipped = b"", [], 0
-    for chunk in chunks:
-        buf += chunk
-        while buf:
-            consumed, pkt = p.decode(buf)
-            if consumed == 0:
-                break
-            buf = buf[consumed:]
-            if pkt is None:
-                skipped += consumed
-            else:
-                out.append(pkt)
-    return out, skipped, buf
-
-
-def split(frame: bytes, how: str) -> list[bytes]:
-    if how == "whole":
-        return [frame]
-    if how == "halves":
-        return [frame[: len(frame) // 2], frame[len(frame) // 2 :]]
-    return [frame[i : i + 1] for i in range(len(frame))]
-
-
-@pytest.mark.parametrize("how", ["whole", "halves", "bytes"])
+@pytest.mark.parametrize("how", SPLITS)
 @pytest.mark.parametrize("name,hexframe,dev,code,params", GOLDEN, ids=[g[0] for g in GOLDEN])
 def test_golden_frames_decode_in_any_split(name, hexframe, dev, code, params, how):
-    packets, skipped, rest = feed(split(bytes.fromhex(hexframe), how))
+    packets, skipped, rest = feed(p.decode, split(bytes.fromhex(hexframe), how))
     assert packets == [p.Packet(dev, code, bytes.fromhex(params))]
     assert skipped == 0 and rest == b""
 
@@ -67,20 +44,20 @@ def test_builders_match_document_frames():
     assert p.from_bytes(bytes.fromhex("18 05")) == 1304
 
 
-@pytest.mark.parametrize("how", ["whole", "halves", "bytes"])
+@pytest.mark.parametrize("how", SPLITS)
 def test_garbage_before_and_after_is_skipped(how):
     frame = bytes.fromhex("FF FF 01 04 00 18 05 DD")
     noise = bytes([0x00, 0x13, 0xFF, 0x42, 0xFF, 0xFF, 0xFF])
-    packets, skipped, rest = feed(split(noise + frame + b"\x07\xff", how))
+    packets, skipped, rest = feed(p.decode, split(noise + frame + b"\x07\xff", how))
     assert [pk.params for pk in packets] == [bytes.fromhex("18 05")]
     assert skipped == len(noise) + 1 and rest == b"\xff"
 
 
-@pytest.mark.parametrize("how", ["whole", "halves", "bytes"])
+@pytest.mark.parametrize("how", SPLITS)
 def test_bad_checksum_then_good_frame(how):
     good = bytes.fromhex("FF FF 01 04 00 18 05 DD")
     bad = good[:-1] + b"\x00"
-    packets, skipped, rest = feed(split(bad + good, how))
+    packets, skipped, rest = feed(p.decode, split(bad + good, how))
     assert [pk.params for pk in packets] == [bytes.fromhex("18 05")]
     assert skipped == len(bad) and rest == b""
 
@@ -91,7 +68,7 @@ def test_random_frames_round_trip():
         params = bytes(rng.randrange(256) for _ in range(rng.randrange(0, 30)))
         frame = p.encode(rng.randrange(0, 254), p.Inst.WRITE, params)
         for how in ("whole", "bytes"):
-            packets, skipped, _ = feed(split(frame, how))
+            packets, skipped, _ = feed(p.decode, split(frame, how))
             assert packets == [p.Packet(frame[2], p.Inst.WRITE, params)] and skipped == 0
 
 

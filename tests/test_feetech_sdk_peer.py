@@ -6,14 +6,13 @@
 
 from __future__ import annotations
 
-import os
 import select
 
 import pytest
+from servo_peers import sdk_capture, sdk_on_port, sync_read_tx, sync_write_then_read, sync_write_tx
 from vla_runtime.drivers.feetech import protocol as p
 from vla_runtime.drivers.feetech.sim import FeetechSim
 from vla_runtime.drivers.feetech.tables import STS_SMS, Reg
-from vla_runtime.drivers.simdevice import open_pty
 
 sdk = pytest.importorskip("scservo_sdk", reason="feetech-servo-sdk is the independent peer (pip install -e .[peers])")
 
@@ -31,13 +30,8 @@ def sim():
 
 @pytest.fixture
 def sdk_port(sim, monkeypatch):
-    # The SDK waits 2 x LATENCY_TIMER + 2 ms for a whole reply; on a loaded 2-core CI runner the
-    # simulator thread can miss 34 ms, so give the peer the slack a busy machine needs.
-    monkeypatch.setattr(sdk.port_handler, "LATENCY_TIMER", 100)
-    port = sdk.PortHandler(sim.port)
-    assert port.openPort()
-    yield port, sdk.PacketHandler(0)  # 0 = STS/SMS little-endian
-    port.closePort()
+    with sdk_on_port(sdk, sim.port, 0, monkeypatch) as port_ph:  # 0 = STS/SMS little-endian
+        yield port_ph
 
 
 def test_sdk_ping_read_write(sim, sdk_port):
@@ -51,16 +45,8 @@ def test_sdk_ping_read_write(sim, sdk_port):
 
 
 def test_sdk_sync_write_then_sync_read_of_six(sim, sdk_port):
-    port, ph = sdk_port
-    writer = sdk.GroupSyncWrite(port, ph, GOAL, 2)
-    for i in IDS:
-        assert writer.addParam(i, [sdk.SCS_LOBYTE(1000 + i), sdk.SCS_HIBYTE(1000 + i)])
-    assert writer.txPacket() == sdk.COMM_SUCCESS
-    reader = sdk.GroupSyncRead(port, ph, GOAL, 2)
-    for i in IDS:
-        assert reader.addParam(i)
-    assert reader.txRxPacket() == sdk.COMM_SUCCESS
-    assert [reader.getData(i, GOAL, 2) for i in IDS] == [1001, 1002, 1003, 1004, 1005, 1006]
+    values = {i: [sdk.SCS_LOBYTE(1000 + i), sdk.SCS_HIBYTE(1000 + i)] for i in IDS}
+    assert sync_write_then_read(sdk, *sdk_port, GOAL, 2, values) == [1001, 1002, 1003, 1004, 1005, 1006]
 
 
 def test_sdk_moves_a_servo_and_reads_it_back(sim, sdk_port):
@@ -96,37 +82,8 @@ def test_sdk_reports_overload_bit(sim, sdk_port):
 # -- byte equality ---------------------------------------------------------------------------------
 @pytest.fixture
 def capture():
-    master, slave, path = open_pty()
-    port = sdk.PortHandler(path)
-    assert port.openPort()
-    ph = sdk.PacketHandler(0)
-
-    def run(op) -> bytes:
-        op(port, ph)
-        port.is_using = False
-        out = b""
-        while select.select([master], [], [], 0.05)[0]:
-            out += os.read(master, 4096)
-        return out
-
-    yield run
-    port.closePort()
-    os.close(master)
-    os.close(slave)
-
-
-def _sync_read_tx(port, ph):
-    g = sdk.GroupSyncRead(port, ph, PRESENT, 4)
-    for i in IDS:
-        g.addParam(i)
-    g.txPacket()
-
-
-def _sync_write_tx(port, ph):
-    g = sdk.GroupSyncWrite(port, ph, GOAL, 2)
-    for i in IDS:
-        g.addParam(i, [sdk.SCS_LOBYTE(2000 + 9 * i), sdk.SCS_HIBYTE(2000 + 9 * i)])
-    g.txPacket()
+    with sdk_capture(sdk, 0) as run:
+        yield run
 
 
 BYTE_CASES = [
@@ -138,8 +95,12 @@ BYTE_CASES = [
         lambda port, ph: ph.write2ByteTxOnly(port, 1, GOAL, sdk.SCS_TOSCS(-300, 15)),
         p.write(1, GOAL, p.to_bytes(p.to_sign_magnitude(-300, 15), 2)),
     ),
-    ("sync read", _sync_read_tx, p.sync_read(PRESENT, 4, IDS)),
-    ("sync write", _sync_write_tx, p.sync_write(GOAL, 2, {i: p.to_bytes(2000 + 9 * i, 2) for i in IDS})),
+    ("sync read", sync_read_tx(sdk, PRESENT, 4, IDS), p.sync_read(PRESENT, 4, IDS)),
+    (
+        "sync write",
+        sync_write_tx(sdk, GOAL, 2, {i: [sdk.SCS_LOBYTE(2000 + 9 * i), sdk.SCS_HIBYTE(2000 + 9 * i)] for i in IDS}),
+        p.sync_write(GOAL, 2, {i: p.to_bytes(2000 + 9 * i, 2) for i in IDS}),
+    ),
     ("action", lambda port, ph: ph.action(port, p.BROADCAST_ID), p.action()),
 ]
 
