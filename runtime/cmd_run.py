@@ -131,6 +131,10 @@ def cmd_run(args) -> int:
         raise UserError(f"--hz {args.hz}: must be in (0, 1000]")
     if args.max_misses < 1:
         raise UserError("--max-misses must be at least 1")
+    if args.policy == "scripted" and (args.bundle or args.head):
+        raise UserError("--policy scripted runs without a bundle; drop --bundle / --head")
+    if not (0 <= args.rt_priority <= 99):
+        raise UserError(f"--rt-priority {args.rt_priority}: must be 0 (off) or 1..99")
     try:
         desc = load_robot_description(args.robot)
     except RobotDescriptionError as exc:

@@ -61,7 +61,6 @@ class EpisodeResult:
     stale_frames: int = 0  # inferences skipped because the camera frame was too old
     warmup_s: float = 0.0  # seconds of the first (warm-up) inference
     safety: SafetyStats = field(default_factory=SafetyStats)
-    commands: list[tuple[np.ndarray, float]] = field(default_factory=list)  # (joints, gripper) actually sent
 
 
 class ChunkCursor:
@@ -110,8 +109,14 @@ class InferenceWorker:
         return item
 
     def stop(self) -> None:
-        self._requests.put(None)
+        try:
+            self._requests.put_nowait(None)
+        except queue.Full:  # a request is still queued: drop it, the episode is over
+            self._requests.get_nowait()
+            self._requests.put_nowait(None)
         self._thread.join(timeout=5.0)
+        if self._thread.is_alive():
+            logger.warning("inference thread still busy after 5 s; leaving it behind")
 
     def _run(self) -> None:
         clock, profiler = self.scheduler._clock, self.scheduler.profiler
@@ -138,11 +143,9 @@ class ControlLoop:
         safety: SafetyFilter,
         scheduler: Scheduler,
         recorder: EpisodeRecorder | None = None,
-        keep_commands: bool = False,
     ):
         self.config, self.policy, self.robot, self.camera = config, policy, robot, camera
         self.safety, self.scheduler, self.recorder = safety, scheduler, recorder
-        self.keep_commands = keep_commands  # keep every sent command in the result (tests, analysis)
         self._stop_requested = False
         self._clock = scheduler._clock
 
@@ -243,8 +246,6 @@ class ControlLoop:
         with sched.section("command"):
             sent_q, sent_g = self.robot.command(command.joint_targets, command.gripper, now, period)
         result.safety.add(report)
-        if self.keep_commands:
-            result.commands.append((sent_q.copy(), sent_g))
         if self.recorder is not None:
             with sched.section("record"):
                 state_vec = np.concatenate([state.joint_positions, [state.gripper]])

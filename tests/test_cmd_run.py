@@ -100,6 +100,8 @@ def test_profile_command(tiny_bundle, tmp_path, capsys):
         (["--bundle", "/nonexistent/bundle"], "bundle"),
         (["--policy", "scripted", "--replan-every", "9"], "--replan-every 9"),
         (["profile", "--bundle", "/nonexistent/bundle"], "bundle"),
+        (["--policy", "scripted", "--bundle", "/tmp"], "drop --bundle"),
+        (["--policy", "scripted", "--rt-priority", "200"], "--rt-priority 200"),
     ],
 )
 def test_user_mistakes_get_one_line_and_no_traceback(args, message, capsys):
