@@ -100,7 +100,7 @@ def test_profile_command(tiny_bundle, tmp_path, capsys):
         (["--bundle", "/nonexistent/bundle"], "bundle"),
         (["--policy", "scripted", "--replan-every", "9"], "--replan-every 9"),
         (["profile", "--bundle", "/nonexistent/bundle"], "bundle"),
-        (["--policy", "scripted", "--bundle", "/tmp"], "drop --bundle"),
+        (["--policy", "scripted", "--bundle", "some/bundle"], "drop --bundle"),
         (["--policy", "scripted", "--rt-priority", "200"], "--rt-priority 200"),
     ],
 )
