@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
@@ -26,6 +26,20 @@ M = TypeVar("M")
 class Decoder(Protocol[M]):
     def __call__(self, buf: bytes) -> tuple[int, M | None]:
         """(consumed, frame): consumed 0 = need more bytes; consumed > 0 with None = skipped garbage."""
+
+
+def take_frames(decode: Decoder[M], buf: bytearray) -> Iterator[tuple[bytes, M | None]]:
+    """(raw bytes, frame or None for skipped garbage) off the front of `buf`, until more bytes are needed.
+
+    Each frame's bytes leave `buf` before it is yielded, so a caller may stop early and keep the rest.
+    """
+    while buf:
+        consumed, msg = decode(bytes(buf))
+        if consumed == 0:
+            return
+        raw = bytes(buf[:consumed])
+        del buf[:consumed]
+        yield raw, msg
 
 
 @dataclass(frozen=True)
@@ -81,16 +95,12 @@ class Link(Generic[M]):
             self.transport.reset_input()
             self.transport.write(frame)
             deadline = time.monotonic() + duration
-            buf, out = b"", []
+            buf, out = bytearray(), []
             while (remaining := deadline - time.monotonic()) > 0:
                 buf += self.transport.read(self.config.read_chunk, remaining)
-                while buf:
-                    consumed, msg = self.decode(buf)
-                    if consumed == 0:
-                        break
-                    buf = buf[consumed:]
+                for raw, msg in take_frames(self.decode, buf):
                     if msg is None:
-                        self.stats.garbage_bytes += consumed
+                        self.stats.garbage_bytes += len(raw)
                     else:
                         out.append(msg)
             return out
@@ -128,17 +138,13 @@ class Link(Generic[M]):
 
     def _collect(self, expect: Callable[[M], bool], count: int, timeout: float) -> tuple[list[M], DriverError | None]:
         deadline = time.monotonic() + timeout
-        buf = b""
+        buf = bytearray()
         replies: list[M] = []
         garbage = 0
         while len(replies) < count:
-            while buf:
-                consumed, msg = self.decode(buf)
-                if consumed == 0:
-                    break
-                buf = buf[consumed:]
+            for raw, msg in take_frames(self.decode, buf):
                 if msg is None:
-                    garbage += consumed
+                    garbage += len(raw)
                 elif expect(msg):
                     replies.append(msg)
                     if len(replies) == count:

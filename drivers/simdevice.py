@@ -20,6 +20,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
+from vla_runtime.drivers.link import take_frames
+
 logger = logging.getLogger(__name__)
 
 
@@ -191,7 +193,7 @@ class PtySimulator(ABC):
     def _serve(self) -> None:
         started = time.monotonic()
         vanish_at = self.faults.config.vanish_after_s
-        buf = b""
+        buf = bytearray()
         while not self._stop.is_set():
             if vanish_at is not None and time.monotonic() - started >= vanish_at:
                 self.vanish()
@@ -208,16 +210,12 @@ class PtySimulator(ABC):
                 buf += os.read(master, 4096)
             except OSError:
                 return  # closed under us (vanish() or stop())
-            buf = self._drain(buf)
+            self._drain(buf)
 
-    def _drain(self, buf: bytes) -> bytes:
-        while buf:
-            consumed, request = self.decode_request(buf)
-            if consumed == 0:
-                break
-            frame, buf = buf[:consumed], buf[consumed:]
+    def _drain(self, buf: bytearray) -> None:
+        for frame, request in take_frames(self.decode_request, buf):
             if request is None:
-                self.garbage_bytes += consumed
+                self.garbage_bytes += len(frame)
                 continue
             self.requests += 1
             if self.faults.config.echo:
@@ -227,7 +225,6 @@ class PtySimulator(ABC):
                 replies = self.handle(request)
             for reply in replies:
                 self._send(reply)
-        return buf
 
     def _send(self, reply: bytes) -> None:
         if self.faults.drop():
