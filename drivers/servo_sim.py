@@ -37,8 +37,8 @@ class SimulatedServo(ABC):
         """Advance the servo by `dt` s to monotonic time `now`: motion, present values, watchdogs."""
 
     @abstractmethod
-    def write(self, addr: int, data: bytes) -> object:
-        """Apply a WRITE the way the device does (it may refuse or alter it)."""
+    def write(self, addr: int, data: bytes) -> int | None:
+        """Apply a WRITE as the device does (it may refuse or alter it); the status error where the family has one."""
 
     @abstractmethod
     def raise_hardware_error(self, bits: int) -> None:

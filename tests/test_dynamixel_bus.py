@@ -10,9 +10,10 @@ from vla_runtime.drivers.arm import JointCalibration, ServoArm, ServoArmConfig
 from vla_runtime.drivers.base import DriverState, HardwareFault, ProtocolError
 from vla_runtime.drivers.dynamixel import protocol as p
 from vla_runtime.drivers.dynamixel.bus import DynamixelBus
-from vla_runtime.drivers.dynamixel.sim import DynamixelSim, parse_ids
+from vla_runtime.drivers.dynamixel.sim import DynamixelSim
 from vla_runtime.drivers.dynamixel.tables import HardwareError, Reg
 from vla_runtime.drivers.link import Link, LinkConfig
+from vla_runtime.drivers.servo_sim import parse_ids
 from vla_runtime.drivers.transport import SerialConfig, SerialTransport
 
 pytestmark = pytest.mark.timeout(60)
