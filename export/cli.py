@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 
-from vla_runtime.runtime.cli import UserError, _fail, _missing
+from vla_runtime.runtime.cli import add_unavailable, dispatch
 
 SUBCOMMANDS = {
     "build": "vla_runtime.export.cmd_build",
@@ -25,20 +24,12 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             importlib.import_module(module).register(sub)
         except ImportError as exc:
-            _missing(sub, name, f"{exc.name or exc} is not installed (pip install 'vla-runtime[export]')")
+            add_unavailable(sub, name, f"{exc.name or exc} is not installed (pip install 'vla-runtime[export]')")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return int(args.func(args) or 0)
-    except UserError as exc:
-        return _fail(str(exc))
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return dispatch(build_parser(), list(sys.argv[1:] if argv is None else argv))
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ class UserError(Exception):
     """A mistake the user can fix; printed as one line, never as a traceback."""
 
 
-def _missing(sub, name: str, reason: str) -> None:
+def add_unavailable(sub, name: str, reason: str) -> None:
     p = sub.add_parser(name, help=f"(unavailable: {reason})")
     p.set_defaults(func=lambda args: _fail(f"`{name}` is unavailable here: {reason}"))
 
@@ -47,23 +47,15 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             importlib.import_module(module).register(sub)
         except ImportError as exc:
-            _missing(sub, name, f"{exc.name or exc} is not installed")
+            add_unavailable(sub, name, f"{exc.name or exc} is not installed")
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    try:  # importing the subcommands takes a moment; Ctrl-C then is still a clean exit
-        parser = build_parser()
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    known = set(SUBCOMMANDS) | {"-h", "--help"}
-    first = next((a for a in argv if a not in ("-v", "--verbose")), None)
-    if first not in known:
-        argv.insert(argv.index(first) if first is not None else len(argv), "run")
+def dispatch(parser: argparse.ArgumentParser, argv: list[str]) -> int:
+    """Parse, configure logging and run the chosen handler; user mistakes become one line."""
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    level = logging.DEBUG if args.verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)
     except UserError as exc:
@@ -71,6 +63,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    known = set(SUBCOMMANDS) | {"-h", "--help"}
+    first = next((a for a in argv if a not in ("-v", "--verbose")), None)
+    if first not in known:
+        argv.insert(argv.index(first) if first is not None else len(argv), "run")
+    return dispatch(parser, argv)
 
 
 if __name__ == "__main__":

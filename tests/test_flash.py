@@ -4,7 +4,6 @@ import json
 import tarfile
 
 import pytest
-
 from vla_runtime.runtime import flash
 from vla_runtime.runtime.bundle import BundleError, hash_tree, open_bundle
 from vla_runtime.runtime.cli import main

@@ -1,7 +1,8 @@
 """The install ships every sub-package under the vla_runtime namespace and nothing generic."""
 
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 TOP = ("export", "runtime", "drivers", "calibration")
