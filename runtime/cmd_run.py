@@ -151,6 +151,14 @@ def target_block(task: str) -> str:
     return "red_block"
 
 
+def _check_mapping(kind: str, desc: RobotDescription) -> None:
+    if kind != desc.mapping:
+        raise UserError(
+            f"the policy emits {kind} actions but {desc.source} maps actions as {desc.mapping}; "
+            "set [action] mapping to match or use another bundle"
+        )
+
+
 def run_episode(args, desc: RobotDescription) -> int:
     from vla_runtime.runtime.loop import ControlLoop, LoopConfig
     from vla_runtime.runtime.profiler import Profiler
@@ -166,6 +174,7 @@ def run_episode(args, desc: RobotDescription) -> int:
         kind, dim, horizon = action.kind, action.dim, action.horizon
         rate, replan = control.rate_hz, control.replan_every
         bundle_name = str(args.bundle or manifest.model.get("name", "default"))
+        _check_mapping(kind, desc)  # before any driver opens a port
     robot, camera, world = build_robot(desc, args.seed)
     try:
         if args.policy == "scripted":
@@ -182,11 +191,7 @@ def run_episode(args, desc: RobotDescription) -> int:
         replan = args.replan_every or replan
         if not (1 <= replan <= horizon):
             raise UserError(f"--replan-every {replan}: must be between 1 and the chunk length {horizon}")
-        if kind != desc.mapping:
-            raise UserError(
-                f"the policy emits {kind} actions but {desc.source} maps actions as {desc.mapping}; "
-                "set [action] mapping to match or use another bundle"
-            )
+        _check_mapping(kind, desc)
         try:
             limits = SafetyLimits.from_sources(
                 defaults, desc.safety, desc.joint_min, desc.joint_max, desc.joint_max_velocity

@@ -110,3 +110,15 @@ def test_user_mistakes_get_one_line_and_no_traceback(args, message, capsys):
     assert rc == 2
     assert err.startswith("error: ") and message in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_action_space_mismatch_is_caught_before_any_port_opens(tiny_bundle, tmp_path, capsys):
+    robot = tmp_path / "arm.toml"
+    robot.write_text(
+        '[robot]\nname = "bench"\n[arm]\ndriver = "no-such-driver"\n'
+        '[[arm.joints]]\nname = "j1"\nmin = -1.0\nmax = 1.0\nmax_velocity = 1.0\n'
+        '[camera]\nkind = "v4l2"\n[action]\nmapping = "joint_position"\n'
+    )
+    rc = main(["--bundle", str(tiny_bundle("parallel")), "--robot", str(robot)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "emits ee_delta actions" in err and "no-such-driver" not in err
