@@ -197,7 +197,10 @@ class ActionSafety(SafetyFilter):
             return self._hold(current, "ik_failed")
         q = self._limit_joints(current, q, dt, hits)
         if self.kinematics is not None and not self._stays_in_box(current, q):
-            return self._hold(current, "workspace")
+            q = self._back_into_box(current, q)
+            if q is None:  # pressed against the boundary: a zero step, which is a clamp, not a rejection
+                return self.hold(current), SafetyReport((*hits, "workspace"), held=False)
+            hits.append("workspace")
         if self.kind == "joint_position":
             a[: self.num_joints] = q
         return SafeCommand(a, q, gripper), SafetyReport(tuple(hits), held=False)
@@ -259,6 +262,20 @@ class ActionSafety(SafetyFilter):
         pos, _ = self.kinematics.forward(q)
         outside = self._box_distance(pos)
         return outside <= WORKSPACE_MARGIN or outside <= self._box_distance(current.ee_position)
+
+    def _back_into_box(self, current: RobotState, q: np.ndarray) -> np.ndarray | None:
+        """Shorten the joint step (halving, a few times) until the pose it reaches is in the box.
+
+        Joint limits can make inverse kinematics land outside a box whose target was inside; a
+        shorter step from the measured position (which is inside) usually is not, so the arm keeps
+        moving along the boundary instead of freezing there.
+        """
+        measured = np.asarray(current.joint_positions, dtype=np.float64)
+        for fraction in (0.5, 0.25, 0.125):
+            shorter = measured + fraction * (q - measured)
+            if self._stays_in_box(current, shorter):
+                return shorter
+        return None
 
     def _box_distance(self, pos: np.ndarray) -> float:
         return float(np.linalg.norm(pos - _clip(pos, *self._box)))

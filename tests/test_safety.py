@@ -100,10 +100,14 @@ def test_what_will_be_sent_is_checked_against_the_box_after_ik():
     inside = state(q=(0.3, 0.0, 0.2, 0, 0, 0))
     _, report = f.enforce(inside, np.array([0, 0, 0.01, 0, 0, 0, 0.5]), DT)
     assert not report.held  # 0.2 - 0.05 is still inside
-    low = state(q=(0.3, 0.0, 0.07, 0, 0, 0))
+    low = state(q=(0.3, 0.0, 0.07, 0, 0, 0))  # IK would land at z = 0.02, below the box
     cmd, report = f.enforce(low, np.array([0, 0, 0.0, 0, 0, 0, 0.5]), DT)
-    assert report.held and report.interventions == ("workspace",)
-    np.testing.assert_array_equal(cmd.joint_targets, low.joint_positions)
+    assert not report.held and "workspace" in report.interventions
+    assert 0.05 - 0.005 <= cmd.joint_targets[2] < 0.07  # a shortened step that stays in the box
+    lowest = state(q=(0.3, 0.0, 0.05, 0, 0, 0))  # on the floor of the box: no step stays inside
+    cmd, report = f.enforce(lowest, np.array([0, 0, 0.0, 0, 0, 0, 0.5]), DT)
+    assert not report.held and report.interventions == ("workspace",)  # clamped to a zero step
+    np.testing.assert_array_equal(cmd.joint_targets, lowest.joint_positions)
     outside = state(q=(0.3, 0.0, 0.7, 0, 0, 0))  # started above the box: moving in is allowed
     _, report = f.enforce(outside, np.array([0, 0, -0.01, 0, 0, 0, 0.5]), DT)
     assert not report.held

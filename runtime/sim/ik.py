@@ -30,6 +30,7 @@ class MujocoKinematics(Kinematics):
         damping: float = 0.05,  # lambda of the damped pseudo-inverse (m / rad)
         tolerance: float = 1e-4,  # metres / radians of residual at which a solve stops early
         patience: int = 3,  # steps without a 5 % improvement after which a solve gives up
+        rotation_weight: float = 0.3,  # metres per radian: position wins when both cannot be met
     ):
         self.model = model
         self.data = mujoco.MjData(model)
@@ -43,6 +44,7 @@ class MujocoKinematics(Kinematics):
         self.damping = damping
         self.tolerance = tolerance
         self.patience = patience
+        self._weights = np.array([1.0, 1.0, 1.0, rotation_weight, rotation_weight, rotation_weight])
         self._jacp = np.zeros((3, model.nv))
         self._jacr = np.zeros((3, model.nv))
 
@@ -65,7 +67,7 @@ class MujocoKinematics(Kinematics):
             pos, rot = self._pose(q)
             r = target_r @ rot.T  # remaining rotation; its skew part is sin(angle) * axis, enough to steer
             error = np.array([*(target_p - pos), r[2, 1] - r[1, 2], r[0, 2] - r[2, 0], r[1, 0] - r[0, 1]]) * _HALF
-            err = float(np.max(np.abs(error)))
+            err = float(np.max(np.abs(error * self._weights)))  # position-first, like the update
             if err < best_err * 0.95:
                 best_q, best_err, stalled = q, err, 0
             else:  # an unreachable target (joint limits): stop early with the closest pose found
@@ -76,7 +78,7 @@ class MujocoKinematics(Kinematics):
                 break
             mujoco.mj_comPos(self.model, self.data)
             mujoco.mj_jacSite(self.model, self.data, self._jacp, self._jacr, self.site_id)
-            jac = np.vstack([self._jacp[:, self.dof_adr], self._jacr[:, self.dof_adr]])  # [6, J]
-            dq = jac.T @ np.linalg.solve(jac @ jac.T + eye, error)
+            jac = np.vstack([self._jacp[:, self.dof_adr], self._jacr[:, self.dof_adr]]) * self._weights[:, None]
+            dq = jac.T @ np.linalg.solve(jac @ jac.T + eye, error * self._weights)  # jac [6, J]
             q = np.clip(q + dq, self.lower, self.upper)
         return best_q
