@@ -40,7 +40,7 @@ def run(args) -> int:
     from vla_runtime.export.ort_actions import OrtGraphs
     from vla_runtime.export.parity import ParityError, parity_failure, parity_images, run_parity
     from vla_runtime.runtime.bundle import BundleError, open_bundle
-    from vla_runtime.runtime.cmd_inspect import parity_lines
+    from vla_runtime.runtime.cmd_inspect import gate_lines, parity_lines
     from vla_runtime.runtime.preprocess import Preprocessor
     from vla_runtime.runtime.tokenizer import PromptTokenizer
 
@@ -50,10 +50,18 @@ def run(args) -> int:
         raise UserError(str(exc)) from None
     manifest = bundle.manifest
     print(f"files: {len(manifest.files)} verified (sha256)")
-    try:
-        source = _source_for(manifest, args.checkpoint)
-    except (CheckpointError, ValueError) as exc:
-        raise UserError(str(exc)) from None
+    if any(g.format != "onnx" for g in manifest.graphs.values()):
+        print("graphs: TensorRT engines run only on their target GPU; load them there with `vla-runtime`")
+        return 0
+    if any(g.precision != "fp32" for g in manifest.graphs.values()):
+        for line in gate_lines(manifest.gate):
+            print(line)
+        source = None  # quantized graphs are judged by the accuracy gate, not by fp32 parity
+    else:
+        try:
+            source = _source_for(manifest, args.checkpoint)
+        except (CheckpointError, ValueError) as exc:
+            raise UserError(str(exc)) from None
     if source is None:
         graphs = OrtGraphs(bundle.root, manifest)
         pixels = Preprocessor(manifest.preprocess)(parity_images(1, 0)[0])
@@ -61,7 +69,7 @@ def run(args) -> int:
         normalized, _ = graphs.actions(pixels, ids)
         if not np.isfinite(normalized).all():
             raise UserError(f"{args.bundle}: graphs produce non-finite actions; rebuild the bundle")
-        print("graphs: ran once, actions finite (no source model: pass --checkpoint DIR for full parity)")
+        print("graphs: ran once, actions finite (no fp32 source model to compare: parity not re-run)")
         return 0
     seed = int(manifest.model.get("seed", 0))
     try:
