@@ -32,9 +32,9 @@ logger = logging.getLogger("bench_int8")
 
 VARIANTS = {  # label -> quantize options (None: the FP32 bundle itself)
     "ort-fp32": None,
-    "int8-qdq": {"variant": "qdq"},
+    "int8-qdq": {"variant": "qdq"},  # Q/DQ on int8 op inputs only (TensorRT's placement)
+    "int8-qdq-fused": {"variant": "qdq", "quantize_outputs": True},  # + outputs: ORT fuses QLinearMatMul
     "int8-cpu-dynamic": {"variant": "cpu-fast", "method": "dynamic"},
-    "int8-cpu-nbits8": {"variant": "cpu-fast", "method": "nbits", "bits": 8},
 }
 TASK = "pick up the red block"
 
@@ -111,37 +111,44 @@ def _median_ms(values) -> float:
     return round(1000 * statistics.median(values), 2)
 
 
-def time_torch(eager: TorchEager, pixel_values, input_ids, reps: int, warmup: int) -> dict:
-    graph_runs: dict[str, list[float]] = {}
-    totals = []
+def interleaved(runners: dict, reps: int, warmup: int) -> dict:
+    """Time every runner once per round, round after round, so all see the same machine load.
+
+    Each runner is `() -> {role: graph seconds}`; the action time is the call's wall time.
+    """
+    totals: dict[str, list[float]] = {k: [] for k in runners}
+    graphs: dict[str, dict[str, list[float]]] = {k: {} for k in runners}
     for i in range(warmup + reps):
-        start = time.perf_counter()
-        eager.infer(pixel_values, input_ids)
-        total = time.perf_counter() - start
-        if i >= warmup:
-            totals.append(total)
-            for role, s in eager.times.items():
-                graph_runs.setdefault(role, []).append(s)
-    return {"action_ms": _median_ms(totals), "graphs_ms": {r: _median_ms(v) for r, v in graph_runs.items()}}
-
-
-def time_policy(bundle: Path, image: np.ndarray, reps: int, warmup: int, threads: int) -> dict:
-    from vla_runtime.runtime.policy import load_policy
-    from vla_runtime.runtime.types import Frame
-
-    graph_runs: dict[str, list[float]] = {}
-    totals = []
-    with load_policy(bundle, threads=threads, allow_failed_gate=True) as policy:
-        roles = [r for r in policy.manifest.graphs]
-        for i in range(warmup + reps):
+        for label, once in runners.items():
             start = time.perf_counter()
-            policy.infer(Frame(image, 0.0), TASK)
+            per_graph = once()
             total = time.perf_counter() - start
             if i >= warmup:
-                totals.append(total)
-                for role in roles:
-                    graph_runs.setdefault(role, []).append(policy.stage_times.get(role, 0.0))
-    return {"action_ms": _median_ms(totals), "graphs_ms": {r: _median_ms(v) for r, v in graph_runs.items()}}
+                totals[label].append(total)
+                for role, sec in per_graph.items():
+                    graphs[label].setdefault(role, []).append(sec)
+    return {k: {"action_ms": _median_ms(totals[k]), "graphs_ms": {r: _median_ms(v) for r, v in graphs[k].items()}}
+            for k in runners}
+
+
+def torch_runner(eager: TorchEager, pixel_values, input_ids):
+    def once():
+        eager.infer(pixel_values, input_ids)
+        return dict(eager.times)
+
+    return once
+
+
+def policy_runner(policy, image: np.ndarray):
+    from vla_runtime.runtime.types import Frame
+
+    roles = list(policy.manifest.graphs)
+
+    def once():
+        policy.infer(Frame(image, 0.0), TASK)
+        return {r: policy.stage_times.get(r, 0.0) for r in roles}
+
+    return once
 
 
 def gate_figures(bundle: Path) -> dict:
@@ -151,7 +158,8 @@ def gate_figures(bundle: Path) -> dict:
     m = gate.get("metrics", {})
     worst = m.get("worst_dim")
     out = {"passed": gate.get("passed"), "worst_graph": gate.get("worst_graph"),
-           "worst_mae_fraction": m.get("mae_fraction", {}).get(worst)}
+           "worst_mae_fraction": m.get("mae_fraction", {}).get(worst),
+           "graph_cosine": {r: g.get("cosine") for r, g in gate.get("per_graph", {}).items()}}
     for key in ("token_agreement", "flow_cosine_min", "flow_max_error"):
         if key in m:
             out[key] = m[key]
@@ -162,6 +170,7 @@ def bench_head(head: str, work: Path, scenes: Path, args) -> dict:
     import torch
     from vla_runtime.calibration.cpu_fast import CpuFastConfig
     from vla_runtime.calibration.pipeline import QuantizeOptions, quantize_bundle
+    from vla_runtime.calibration.quantize import QdqConfig
     from vla_runtime.calibration.readers import open_source
     from vla_runtime.export.build import build_from_source, load_source
     from vla_runtime.runtime.bundle import open_bundle
@@ -177,7 +186,8 @@ def bench_head(head: str, work: Path, scenes: Path, args) -> dict:
             continue
         print(f"[{head}] quantizing {label} ...", file=sys.stderr)
         cpu = CpuFastConfig(method=spec.get("method", "dynamic"), bits=spec.get("bits", 8))
-        opts = QuantizeOptions(variant=spec["variant"], cpu_fast=cpu, calib_frames=args.calib_frames,
+        qdq = QdqConfig(quantize_outputs=spec.get("quantize_outputs", False))
+        opts = QuantizeOptions(variant=spec["variant"], cpu_fast=cpu, qdq=qdq, calib_frames=args.calib_frames,
                                gate_frames=args.gate_frames, threads=args.threads, progress=True)
         bundles[label] = work / f"{head}-{label}"
         quantize_bundle(fp32, open_source(scenes), bundles[label], opts)
@@ -186,13 +196,19 @@ def bench_head(head: str, work: Path, scenes: Path, args) -> dict:
     image = np.load(scenes / "episode_000000" / "frames.npy")[3]  # uint8 [H, W, 3]
     pixel_values = Preprocessor(manifest.preprocess)(image).copy()  # [1, 3, S, S]
     input_ids = PromptTokenizer(manifest.prompt, fp32 / manifest.prompt.tokenizer_file)(TASK).copy()  # [1, T]
+    from vla_runtime.runtime.policy import load_policy
+
     torch.set_num_threads(args.threads)
     gc.collect()  # drop the build's and the gate's sessions: their idle threads must not compete
-    rows = {"pytorch-eager": time_torch(TorchEager(source.model, manifest), pixel_values, input_ids,
-                                        args.reps, args.warmup)}
+    policies = {k: load_policy(b, threads=args.threads, allow_failed_gate=True) for k, b in bundles.items()}
+    runners = {"pytorch-eager": torch_runner(TorchEager(source.model, manifest), pixel_values, input_ids)}
+    runners.update({k: policy_runner(p, image) for k, p in policies.items()})
+    try:
+        rows = interleaved(runners, args.reps, args.warmup)
+    finally:
+        for p in policies.values():
+            p.close()
     for label, bundle in bundles.items():
-        gc.collect()
-        rows[label] = time_policy(bundle, image, args.reps, args.warmup, args.threads)
         if label != "ort-fp32":
             rows[label]["gate"] = gate_figures(bundle)
     eager = rows["pytorch-eager"]["action_ms"]

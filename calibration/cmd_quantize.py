@@ -50,6 +50,9 @@ def register(subparsers) -> None:
                    help="graph outputs whose producing projection stays float (default: action_logits velocity)")
     q.add_argument("--quantize-attention", action="store_true",
                    help="also quantize activation x activation MatMuls (attention); less accurate")
+    q.add_argument("--quantize-outputs", action="store_true",
+                   help="also quantize int8 op outputs: faster on onnxruntime CPU (fused QLinearMatMul), "
+                        "slightly less accurate; TensorRT parses both")
     c = p.add_argument_group("cpu-fast recipe")
     c.add_argument("--cpu-fast-method", choices=("dynamic", "nbits"), default="dynamic",
                    help="dynamic: MatMulInteger (default); nbits: MatMulNBits blockwise weights")
@@ -80,6 +83,7 @@ def options_from_args(args: argparse.Namespace):
             float_roles=tuple(args.float_graphs),
             float_outputs=tuple(args.float_outputs),
             weights_only=not args.quantize_attention,
+            quantize_outputs=args.quantize_outputs,
             calibration=args.calibration,
             percentile=args.percentile,
         )

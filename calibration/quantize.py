@@ -75,6 +75,7 @@ class QdqConfig:
     float_roles: tuple[str, ...] = ("head",)  # graphs kept entirely float (the parallel action head)
     float_outputs: tuple[str, ...] = ("action_logits", "velocity")  # their producing projections stay float
     weights_only: bool = True  # MatMulConstBOnly: quantize x @ W only, never activation x activation
+    quantize_outputs: bool = False  # also Q/DQ the outputs of int8 ops (lets onnxruntime CPU fuse QLinearMatMul)
     per_channel: bool = True  # one weight scale per output channel
     calibration: str = "minmax"  # range estimator: minmax | percentile | entropy
     percentile: float = 99.999  # percent of |x| kept inside the range (percentile method only)
@@ -189,7 +190,7 @@ def quantize_qdq(
         "DedicatedQDQPair": True,  # TensorRT cannot share one Q/DQ pair between consumers
         # Q/DQ only on the inputs of int8 ops (TensorRT's placement rule); their float outputs
         # then reach softmax, norms and the graph outputs without an extra rounding step.
-        "OpTypesToExcludeOutputQuantization": list(cfg.op_types),
+        "OpTypesToExcludeOutputQuantization": [] if cfg.quantize_outputs else list(cfg.op_types),
         "MatMulConstBOnly": cfg.weights_only,
         "QDQOpTypePerChannelSupportToAxis": {"MatMul": -1},  # B's output channels, whatever its rank
     }
