@@ -159,3 +159,12 @@ def test_ranges_cover_every_calibration_batch(tmp_path):
     calibrate_ranges(src, samples, QdqConfig(batch_outputs=2), tmp_path / "r.json")
     low, high = load_tensors_data(tmp_path / "r.json")["pooled"].range_value
     assert np.max(high) >= 50.0 and np.min(low) <= -50.0  # symmetric range around the outlier
+
+
+def test_output_quantization_is_opt_in(tmp_path):
+    src = _model(tmp_path / "g.onnx")
+    quantize_qdq(src, tmp_path / "q.onnx", "prefill", _samples(4), QdqConfig(quantize_outputs=True))
+    model = onnx.load(str(tmp_path / "q.onnx"))
+    assert any(n.op_type == "QuantizeLinear" and n.input[0] == "h" for n in model.graph.node)  # fc_in's output
+    s = inspect_qdq(model)
+    assert all(dtype == "int8" and zero for dtype, zero in s.zero_points.values())
