@@ -34,9 +34,10 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class SchedulerConfig:
     rate_hz: float  # ticks per second; the bundle's control.rate_hz unless the user overrides it
-    # seconds before each deadline at which sleeping stops and a yielding spin takes over; the OS
-    # sleep wakes ~0.1-0.2 ms late on idle Linux, the spin removes that at a small CPU cost
-    spin_s: float = 0.001
+    # seconds before each deadline at which sleeping stops and a yielding spin takes over. Off by
+    # default: an absolute OS sleep already wakes within ~0.1-0.2 ms on Linux, and on a busy small
+    # board a spinning thread gets preempted and wakes later than a sleeping one (bench_loop.py)
+    spin_s: float = 0.0
     # deadline misses in a row after which `stop_requested` turns true (the loop then holds and stops)
     max_consecutive_misses: int = 3
     # SCHED_FIFO priority (1..99) for the loop thread, 0 = normal scheduling. Under CPU contention
