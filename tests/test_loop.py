@@ -228,6 +228,32 @@ def test_errors_and_ctrl_c_inside_inference_end_in_the_safe_state(exc, reason):
     assert not rig.sim.active
 
 
+class FaultingRobot(RecordingRobot):
+    """A servo that faults on the third command, and whose hold fails too (the bus is gone)."""
+
+    deactivated = False
+
+    def command(self, joint_targets, gripper, now, period):
+        if len(self.log) == 2:
+            raise OSError("servo 3: overload error")
+        return super().command(joint_targets, gripper, now, period)
+
+    def hold(self, now, period):
+        raise OSError("port lost")
+
+    def deactivate(self):
+        self.deactivated = True
+        super().deactivate()
+
+
+def test_a_servo_fault_mid_episode_still_ends_deactivated():
+    rig = Rig()
+    rig.robot = FaultingRobot(rig.sim)
+    result = rig.run(FailingPolicy(99, None), 10)
+    assert result.stop_reason == "error: OSError: servo 3: overload error"
+    assert result.ticks == 2 and rig.robot.deactivated and not rig.sim.active
+
+
 class SigintPolicy(FailingPolicy):
     def infer(self, frame, task, state=None):
         if self.calls == 2:
