@@ -5,7 +5,8 @@ INT8 variant on a synthetic recording, then time the same observations through
 
 - PyTorch eager: the exported graph wrappers (same decomposition, KV cache, flow steps)
   under torch.inference_mode(), on the same number of threads;
-- onnxruntime through the runtime's own `BundlePolicy` (FP32 and each INT8 bundle).
+- onnxruntime through the runtime's own `BundlePolicy` (FP32 and each INT8 bundle), the
+  bundles interleaved round by round so they share the machine's load.
 
 Preprocessing and tokenization are shared numpy code and excluded from the graph columns but
 included in "action" for the runtime rows. Every number printed is measured in this run; the
@@ -200,11 +201,13 @@ def bench_head(head: str, work: Path, scenes: Path, args) -> dict:
 
     torch.set_num_threads(args.threads)
     gc.collect()  # drop the build's and the gate's sessions: their idle threads must not compete
+    # PyTorch first, while no onnxruntime session exists: idle ORT workers spinning after
+    # their own runs starve torch's OpenMP barriers on 2 cores and made eager look 10x slower.
+    eager = torch_runner(TorchEager(source.model, manifest), pixel_values, input_ids)
+    rows = interleaved({"pytorch-eager": eager}, args.reps, args.warmup)
     policies = {k: load_policy(b, threads=args.threads, allow_failed_gate=True) for k, b in bundles.items()}
-    runners = {"pytorch-eager": torch_runner(TorchEager(source.model, manifest), pixel_values, input_ids)}
-    runners.update({k: policy_runner(p, image) for k, p in policies.items()})
     try:
-        rows = interleaved(runners, args.reps, args.warmup)
+        rows.update(interleaved({k: policy_runner(p, image) for k, p in policies.items()}, args.reps, args.warmup))
     finally:
         for p in policies.values():
             p.close()
