@@ -230,7 +230,8 @@ def run_episode(args, desc: RobotDescription) -> int:
     if start is not None:
         end = world.body_position(target_block(args.task))
         moved = float(((end - start)[:2] ** 2).sum() ** 0.5)
-        print(f"sim: {target_block(args.task)} moved {moved:.3f} m sideways, lifted {end[2] - start[2]:+.3f} m")
+        lifted = round(float(end[2] - start[2]), 3) + 0.0  # + 0.0 turns -0.0 into 0.0
+        print(f"sim: {target_block(args.task)} moved {moved:.3f} m sideways, lifted {lifted:.3f} m")
     extra = {"episode": {"stop_reason": result.stop_reason, "ticks": result.ticks,
                          "inferences": result.inferences, "starved_ticks": result.starved_ticks},
              "safety": result.safety.to_json(), "policy": label, "robot": desc.name}
