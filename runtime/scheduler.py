@@ -170,8 +170,8 @@ class Scheduler:
         return self.consecutive_misses >= self.config.max_consecutive_misses
 
     def _sleep_until(self, deadline: float) -> None:
-        # Coarse OS sleep to just before the deadline, then a spin that still yields the GIL so an
-        # inference thread is not starved while we wait.
+        # One OS sleep to the deadline (minus the optional spin window); the spin, and any early
+        # wake-up, is covered by sleep(0) calls that still yield the GIL to an inference thread.
         spin = 0.0 if self.realtime else self.config.spin_s  # a spinning FIFO thread starves the core
         remaining = deadline - self._clock()
         if remaining > spin:
