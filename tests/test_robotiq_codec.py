@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from framer_cases import feed, split
 from vla_runtime.drivers.robotiq import codec
 from vla_runtime.drivers.robotiq.registers import (
     ACT,
@@ -25,31 +26,6 @@ GOLDEN = [
 ]
 DECODERS = {"request": codec.decode_request, "reply": codec.decode_reply}
 GARBAGE = H("00 FF 13 37")  # id 0, id 255, then ids whose "function" bytes are unknown
-
-
-def split(frame: bytes, how: str) -> list[bytes]:
-    if how == "whole":
-        return [frame]
-    if how == "halves":
-        return [frame[: len(frame) // 2], frame[len(frame) // 2 :]]
-    return [frame[i : i + 1] for i in range(len(frame))]
-
-
-def feed(decode, chunks: list[bytes]) -> tuple[list, int, bytes]:
-    """Feed chunks as a link would: returns (messages, skipped bytes, leftover buffer)."""
-    buf, out, skipped = b"", [], 0
-    for chunk in chunks:
-        buf += chunk
-        while buf:
-            consumed, msg = decode(buf)
-            if consumed == 0:
-                break
-            buf = buf[consumed:]
-            if msg is None:
-                skipped += consumed
-            else:
-                out.append(msg)
-    return out, skipped, buf
 
 
 def test_crc_check_value_and_byte_order():

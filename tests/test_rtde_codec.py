@@ -5,6 +5,7 @@ from __future__ import annotations
 import struct
 
 import pytest
+from framer_cases import feed, split
 from vla_runtime.drivers.ur import rtde
 from vla_runtime.drivers.ur.recipes import INPUT_TYPES, OUTPUT_TYPES, Recipe, zero_value
 
@@ -26,48 +27,24 @@ GOLDEN = [
 GARBAGE = H("0000 FF01")  # a size-0 header, then a header with an unknown type
 
 
-def split(frame: bytes, how: str) -> list[bytes]:
-    if how == "whole":
-        return [frame]
-    if how == "halves":
-        return [frame[: len(frame) // 2], frame[len(frame) // 2 :]]
-    return [frame[i : i + 1] for i in range(len(frame))]
-
-
-def feed(chunks: list[bytes]) -> tuple[list[rtde.Package], int, bytes]:
-    buf, out, skipped = b"", [], 0
-    for chunk in chunks:
-        buf += chunk
-        while buf:
-            consumed, pkg = rtde.decode(buf)
-            if consumed == 0:
-                break
-            buf = buf[consumed:]
-            if pkg is None:
-                skipped += consumed
-            else:
-                out.append(pkg)
-    return out, skipped, buf
-
-
 @pytest.mark.parametrize("how", ["whole", "halves", "bytes"])
 @pytest.mark.parametrize("frame,pkg", GOLDEN, ids=[f[:3].hex() + str(i) for i, (f, _) in enumerate(GOLDEN)])
 def test_golden_packages_encode_and_decode(frame, pkg, how):
     assert rtde.encode(pkg) == frame
-    out, skipped, left = feed(split(frame, how))
+    out, skipped, left = feed(rtde.decode, split(frame, how))
     assert out == [pkg] and skipped == 0 and left == b""
 
 
 @pytest.mark.parametrize("how", ["whole", "halves", "bytes"])
 @pytest.mark.parametrize("frame,pkg", GOLDEN, ids=[f[:3].hex() + str(i) for i, (f, _) in enumerate(GOLDEN)])
 def test_garbage_around_a_package_is_skipped(frame, pkg, how):
-    out, skipped, _ = feed(split(GARBAGE + frame + GARBAGE, how))
+    out, skipped, _ = feed(rtde.decode, split(GARBAGE + frame + GARBAGE, how))
     assert out == [pkg] and skipped >= len(GARBAGE)
 
 
 def test_a_stream_of_packages_fed_byte_by_byte():
     stream = b"".join(f for f, _ in GOLDEN)
-    out, skipped, left = feed(split(stream, "bytes"))
+    out, skipped, left = feed(rtde.decode, split(stream, "bytes"))
     assert out == [p for _, p in GOLDEN] and skipped == 0 and left == b""
 
 
