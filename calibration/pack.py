@@ -16,7 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from vla_runtime.runtime.bundle import Bundle, hash_tree
+from vla_runtime.runtime.bundle import Bundle, hash_tree, staged_directory
+from vla_runtime.runtime.bundle import check_destination as _check_destination
 from vla_runtime.runtime.manifest import MANIFEST_NAME, Target, load_manifest, save_manifest
 
 
@@ -33,10 +34,7 @@ class NewGraph:
 
 
 def check_destination(out: Path, force: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise PackError(f"{out}: exists and is not a directory; choose another --out")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise PackError(f"{out}: directory is not empty; choose another --out or pass --force")
+    _check_destination(out, force, error=PackError)
 
 
 def write_derived_bundle(
@@ -56,10 +54,7 @@ def write_derived_bundle(
         raise PackError(f"{out}: is the source bundle; write the new bundle to another --out")
     manifest = source.manifest
     replaced = {f for role in graphs for f in (manifest.graphs[role].file, *manifest.graphs[role].data_files)}
-    staging = out.parent / f".{out.name}.staging-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
+    with staged_directory(out) as staging:
         for rel in manifest.files:
             if rel not in replaced:
                 _copy(source.root / rel, staging / rel)
@@ -81,12 +76,6 @@ def write_derived_bundle(
             model={**manifest.model, **(model_notes or {})},
         )
         save_manifest(updated, staging)
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out
 
 

@@ -8,8 +8,6 @@ half-written bundle where a robot could pick it up.
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 import time
 from pathlib import Path
 
@@ -18,6 +16,7 @@ from vla_runtime.export.checkpoint import Source, from_preset, load_checkpoint
 from vla_runtime.export.manifest_writer import TOKENIZER_NAME, build_manifest
 from vla_runtime.export.onnx_export import export_graph, graph_plan, needs_external_data
 from vla_runtime.export.parity import ParityError, Tolerance, parity_failure, run_parity
+from vla_runtime.runtime.bundle import check_destination, staged_directory
 from vla_runtime.runtime.manifest import save_manifest
 
 logger = logging.getLogger(__name__)
@@ -25,13 +24,6 @@ logger = logging.getLogger(__name__)
 
 class BuildError(RuntimeError):
     """The destination is unusable; the message says how to fix it."""
-
-
-def _check_destination(out: Path, force: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise BuildError(f"{out}: exists and is not a directory; choose another --out")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise BuildError(f"{out}: directory is not empty; pass --force to replace it or choose another --out")
 
 
 def load_source(head: str, preset: str = "tiny", checkpoint: str | Path | None = None, seed: int = 0) -> Source:
@@ -50,12 +42,8 @@ def build_from_source(
 ) -> Path:
     """Export, verify and install a bundle for an already loaded model; returns the bundle path."""
     out = Path(out_dir).expanduser().absolute()
-    _check_destination(out, force)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.parent / f".{out.name}.staging-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    try:
+    check_destination(out, force, error=BuildError)
+    with staged_directory(out) as staging:
         plan = graph_plan(source.model)
         external = needs_external_data(source.model)
         infos = []
@@ -74,12 +62,6 @@ def build_from_source(
             raise ParityError(f"parity failed: {failure}; the exported graphs do not reproduce the model")
         manifest = build_manifest(source, infos, staging, seed, parity=report)
         save_manifest(manifest, staging)
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     logger.info("bundle written to %s", out)
     return out
 

@@ -7,6 +7,10 @@ arm, so a mismatch is an error that names the file, never a warning.
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,3 +82,29 @@ def open_bundle(bundle_dir: str | Path, verify: bool = True) -> Bundle:
     if verify:
         verify_files(root, manifest)
     return Bundle(root=root, manifest=manifest)
+
+
+def check_destination(out: Path, force: bool, error: type[Exception] = BundleError) -> None:
+    """Refuse to write a bundle over a file, or over a non-empty folder unless forced."""
+    if out.exists() and not out.is_dir():
+        raise error(f"{out}: exists and is not a directory; choose another --out")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise error(f"{out}: directory is not empty; pass --force to replace it or choose another --out")
+
+
+@contextmanager
+def staged_directory(out: Path) -> Iterator[Path]:
+    """A hidden sibling folder that replaces `out` whole on success and vanishes on any error,
+    so a robot or a later build never sees a half-written bundle."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.parent / f".{out.name}.staging-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        yield staging
+        if out.exists():
+            shutil.rmtree(out)
+        staging.rename(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

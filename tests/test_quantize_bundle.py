@@ -146,7 +146,7 @@ def test_refuses_non_empty_destination_and_quantized_source(quantized, tiny_bund
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "x").write_text("x")
     opts = QuantizeOptions(calib_frames=2, gate_frames=2, progress=False)
-    with pytest.raises(PackError, match="not empty; choose another --out or pass --force"):
+    with pytest.raises(PackError, match="not empty; pass --force to replace it or choose another --out"):
         quantize_bundle(tiny_bundle("tokens"), open_source(scenes), tmp_path / "busy", opts)
     out, _ = quantized("tokens")
     with pytest.raises(QuantizeInputError, match="quantize the FP32 ONNX bundle"):
