@@ -144,7 +144,7 @@ def _head_detail(m: Manifest) -> str:
     d = m.decode
     if m.head == "tokens":
         kv = f"{d.num_layers} layers x {d.num_kv_heads} heads x {d.head_dim}"
-        return f" (greedy over {m.action.dim} action ids, KV cache: {kv})"
+        return f" ({m.action.dim} greedy steps over {m.action.bins} action ids, KV cache: {kv})"
     if m.head == "flow":
         return f" ({d.flow_steps} Euler steps, noise seed {d.noise_seed})"
     return " (one pass" + (", conditioned on the previous action)" if d.condition_on_past_action else ")")
