@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from vla_runtime.runtime.cli import UserError
+from vla_runtime.common.errors import UserError
 
 logger = logging.getLogger(__name__)
 

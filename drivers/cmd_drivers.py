@@ -11,6 +11,7 @@ import logging
 import os
 from dataclasses import dataclass
 
+from vla_runtime.common.errors import UserError
 from vla_runtime.drivers.base import DriverError, PortLost
 from vla_runtime.drivers.dynamixel import protocol as dxl
 from vla_runtime.drivers.dynamixel import tables as dxl_tables
@@ -21,7 +22,6 @@ from vla_runtime.drivers.feetech.bus import FeetechBus
 from vla_runtime.drivers.link import Link, LinkConfig
 from vla_runtime.drivers.transport import SerialConfig, SerialTransport
 from vla_runtime.drivers.usb_latency import check_latency_timer, lower_latency_timer
-from vla_runtime.runtime.cli import UserError
 
 logger = logging.getLogger(__name__)
 

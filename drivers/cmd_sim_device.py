@@ -11,7 +11,7 @@ import argparse
 import importlib
 import logging
 
-from vla_runtime.runtime.cli import UserError
+from vla_runtime.common.errors import UserError
 
 logger = logging.getLogger(__name__)
 

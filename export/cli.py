@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
-from vla_runtime.runtime.cli import add_unavailable, dispatch
+from vla_runtime.common.cli import dispatch, register_subcommands
 
 SUBCOMMANDS = {
     "build": "vla_runtime.export.cmd_build",
@@ -20,11 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vla-export", description="Export a VLA into a verified bundle.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, module in SUBCOMMANDS.items():
-        try:
-            importlib.import_module(module).register(sub)
-        except ImportError as exc:
-            add_unavailable(sub, name, f"{exc.name or exc} is not installed (pip install 'vla-runtime[export]')")
+    register_subcommands(sub, SUBCOMMANDS, hint=" (pip install 'vla-runtime[export]')")
     return parser
 
 

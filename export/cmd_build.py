@@ -6,8 +6,8 @@ import logging
 import time
 from pathlib import Path
 
+from vla_runtime.common.errors import UserError
 from vla_runtime.export.presets import HEADS, PRESETS
-from vla_runtime.runtime.cli import UserError
 
 logger = logging.getLogger(__name__)
 

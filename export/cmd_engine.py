@@ -15,7 +15,7 @@ import logging
 import tempfile
 from pathlib import Path
 
-from vla_runtime.runtime.cli import UserError
+from vla_runtime.common.errors import UserError
 
 logger = logging.getLogger(__name__)
 

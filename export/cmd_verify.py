@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-from vla_runtime.runtime.cli import UserError
+from vla_runtime.common.errors import UserError
 
 logger = logging.getLogger(__name__)
 

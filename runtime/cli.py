@@ -7,9 +7,9 @@ package (MuJoCo, TensorRT) still gets every other command, and the missing one e
 from __future__ import annotations
 
 import argparse
-import importlib
-import logging
 import sys
+
+from vla_runtime.common.cli import dispatch, register_subcommands
 
 # subcommand -> module providing `register(subparsers)`; each module owns its arguments.
 SUBCOMMANDS = {
@@ -22,20 +22,6 @@ SUBCOMMANDS = {
 }
 
 
-class UserError(Exception):
-    """A mistake the user can fix; printed as one line, never as a traceback."""
-
-
-def add_unavailable(sub, name: str, reason: str) -> None:
-    p = sub.add_parser(name, help=f"(unavailable: {reason})")
-    p.set_defaults(func=lambda args: _fail(f"`{name}` is unavailable here: {reason}"))
-
-
-def _fail(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return 2
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vla-runtime",
@@ -43,26 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command")
-    for name, module in SUBCOMMANDS.items():
-        try:
-            importlib.import_module(module).register(sub)
-        except ImportError as exc:
-            add_unavailable(sub, name, f"{exc.name or exc} is not installed")
+    register_subcommands(sub, SUBCOMMANDS)
     return parser
-
-
-def dispatch(parser: argparse.ArgumentParser, argv: list[str]) -> int:
-    """Parse, configure logging and run the chosen handler; user mistakes become one line."""
-    args = parser.parse_args(argv)
-    level = logging.DEBUG if args.verbose else logging.WARNING
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return int(args.func(args) or 0)
-    except UserError as exc:
-        return _fail(str(exc))
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from vla_runtime.common.errors import UserError
 from vla_runtime.runtime.bundle import BundleError
-from vla_runtime.runtime.cli import UserError
 
 
 def register(sub) -> None:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from vla_runtime.common.errors import UserError
 from vla_runtime.runtime.bundle import BundleError, verify_files
-from vla_runtime.runtime.cli import UserError
 from vla_runtime.runtime.manifest import MANIFEST_NAME, Manifest, ManifestError, load_manifest
 
 logger = logging.getLogger(__name__)

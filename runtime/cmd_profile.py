@@ -12,7 +12,7 @@ import logging
 import time
 
 import numpy as np
-from vla_runtime.runtime.cli import UserError
+from vla_runtime.common.errors import UserError
 from vla_runtime.runtime.cmd_run import DEFAULT_TASK, add_timing_args, open_policy
 from vla_runtime.runtime.manifest import HEADS
 

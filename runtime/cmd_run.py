@@ -12,7 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
-from vla_runtime.runtime.cli import UserError
+from vla_runtime.common.errors import UserError
 from vla_runtime.runtime.manifest import HEADS, SafetyDefaults
 from vla_runtime.runtime.robot_description import RobotDescription, RobotDescriptionError, load_robot_description
 

@@ -19,8 +19,8 @@ SCRIPT = textwrap.dedent(
 
     heavy, optional = {heavy!r}, {optional!r}
     imported, skipped, culprit = [], [], None
-    import vla_runtime.drivers, vla_runtime.runtime
-    for pkg in (vla_runtime.runtime, vla_runtime.drivers):
+    import vla_runtime.common, vla_runtime.drivers, vla_runtime.runtime
+    for pkg in (vla_runtime.common, vla_runtime.runtime, vla_runtime.drivers):
         for info in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + "."):
             try:
                 importlib.import_module(info.name)

@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+from vla_runtime.common.errors import UserError
 from vla_runtime.export.cmd_engine import parse_shapes, plan
 from vla_runtime.export.tensorrt_build import (
     EngineConfig,
@@ -18,7 +19,6 @@ from vla_runtime.export.tensorrt_build import (
 )
 from vla_runtime.runtime.backends.tensorrt import DeviceFacts, TensorrtBackend, engine_mismatch
 from vla_runtime.runtime.bundle import open_bundle
-from vla_runtime.runtime.cli import UserError
 from vla_runtime.runtime.manifest import GraphSpec, TensorSpec
 
 

@@ -1,0 +1,73 @@
+"""Command-line plumbing shared by `vla-runtime` and `vla-export`.
+
+Subcommands register by naming convention and import lazily. A missing *optional third-party*
+package disables one subcommand with a one-line reason; an ImportError inside the project itself
+is a bug and is raised, never disguised as "not installed".
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Mapping
+
+from vla_runtime.common.errors import UserError
+
+PROJECT_PACKAGE = "vla_runtime"
+
+
+def missing_dependency(exc: ImportError) -> str | None:
+    """The third-party package whose absence caused `exc`, or None when the project itself is broken."""
+    name = exc.name or ""
+    if not name or name == PROJECT_PACKAGE or name.startswith(PROJECT_PACKAGE + "."):
+        return None
+    return name.split(".")[0]
+
+
+def import_optional(module: str, *, extra: str) -> object:
+    """Import `module`; a missing third-party package becomes a UserError naming the pip extra."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        missing = missing_dependency(exc)
+        if missing is None:
+            raise
+        raise UserError(f"{missing} is not installed; pip install 'vla-runtime[{extra}]'") from exc
+
+
+def add_unavailable(sub, name: str, reason: str) -> None:
+    p = sub.add_parser(name, help=f"(unavailable: {reason})")
+    p.set_defaults(func=lambda args: fail(f"`{name}` is unavailable here: {reason}"))
+
+
+def fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def register_subcommands(sub, subcommands: Mapping[str, str], hint: str = "") -> None:
+    """Let each module add its own parser; a missing optional package disables just that entry."""
+    for name, module in subcommands.items():
+        try:
+            importlib.import_module(module).register(sub)
+        except ImportError as exc:
+            missing = missing_dependency(exc)
+            if missing is None:
+                raise
+            add_unavailable(sub, name, f"{missing} is not installed{hint}")
+
+
+def dispatch(parser: argparse.ArgumentParser, argv: list[str]) -> int:
+    """Parse, configure logging and run the chosen handler; user mistakes become one line."""
+    args = parser.parse_args(argv)
+    level = logging.DEBUG if args.verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        return fail(str(exc))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
