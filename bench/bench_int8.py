@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from vla_runtime.runtime.conventions import ActionTokens, flow_noise, flow_times, token_position
 
 logger = logging.getLogger("bench_int8")
 
@@ -94,17 +95,16 @@ class TorchEager:
             if m.head == "parallel":
                 self._run("head", prefill)
             elif m.head == "flow":
-                x = torch.from_numpy(np.random.default_rng(0).standard_normal((1, m.action.horizon, m.action.dim))
-                                     .astype(np.float32))  # [1, H, D]
-                for k in range(m.decode.flow_steps):
-                    t = torch.tensor([1.0 - k / m.decode.flow_steps])  # [1]
+                x = torch.from_numpy(flow_noise(m.decode.noise_seed, m.action.horizon, m.action.dim))[None]  # [1, H, D]
+                for t in torch.from_numpy(flow_times(m.decode.flow_steps))[:, None]:  # t: [1]
                     x = x - self._run("velocity", prefill, x, t) / m.decode.flow_steps
             else:
                 logits, *past = prefill
                 prefix = image.shape[1] + ids.shape[1]
+                tokens = ActionTokens.of(m.action)
                 for k in range(1, m.action.dim):
-                    token = torch.tensor([[m.action.action_token_offset + int(logits.argmax())]])  # [1, 1]
-                    pos = torch.tensor([[prefix + k - 1]])  # [1, 1]
+                    token = torch.tensor([[tokens.token_id(int(logits.argmax()))]])  # [1, 1]
+                    pos = torch.tensor([[token_position(prefix, k)]])  # [1, 1]
                     logits, *past = self._run("decode", token, pos, *past)
 
 

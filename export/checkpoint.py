@@ -23,7 +23,7 @@ from tokenizers import Tokenizer
 from vla_runtime.export.model import ReferenceVLA, build_model, count_parameters
 from vla_runtime.export.norm_stats import NormStats, default_norm_stats, load_norm_stats, save_norm_stats
 from vla_runtime.export.presets import VLAConfig, preset_config
-from vla_runtime.export.tokenizer import action_token_offset, build_tokenizer
+from vla_runtime.export.tokenizer import action_tokens, build_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class Source:
 def from_config(cfg: VLAConfig, seed: int = 0, norm: NormStats | None = None) -> Source:
     """A seeded random-weight model for any config (presets, or a variant of one)."""
     tok = build_tokenizer(cfg.base_vocab, cfg.bins)
-    model = build_model(cfg, tok.get_vocab_size(), action_token_offset(tok, cfg.bins), seed=seed)
+    model = build_model(cfg, tok.get_vocab_size(), action_tokens(tok, cfg.bins), seed=seed)
     return Source(cfg, model, tok, norm or default_norm_stats(), f"preset {cfg.preset}, seed {seed}")
 
 
@@ -134,13 +134,13 @@ def load_checkpoint(directory: str | Path, head: str | None = None, seed: int = 
             "save the tokenizer the model was trained with"
         )
     try:
-        offset = action_token_offset(tok, cfg.bins)
+        tokens = action_tokens(tok, cfg.bins)
         norm = load_norm_stats(root)
     except ValueError as exc:
         raise CheckpointError(f"{root}: {exc}") from None
     if norm.dim != cfg.action_dim:
         raise CheckpointError(f"{root}: norm_stats.json has {norm.dim} dims but the model predicts {cfg.action_dim}")
-    model = build_model(cfg, vocab, offset, seed=seed)
+    model = build_model(cfg, vocab, tokens, seed=seed)
     try:
         missing, unexpected = load_model(model, str(root / WEIGHTS_FILE), strict=False)
     except Exception as exc:  # safetensors raises SafetensorError or RuntimeError on shape mismatch

@@ -1,8 +1,9 @@
 """`vla-export verify DIR`: re-prove an existing bundle against its source model.
 
-Hashes first (a tampered file is named), then the graphs are run. When the source model can
-be rebuilt (a preset with its seed, or `--checkpoint DIR`), the full parity runs again and
-must pass; otherwise the graphs are run once and their actions must be finite.
+Hashes first (a tampered file is named), then the graphs are run through the runtime's own
+policy and backends. When the source model can be rebuilt (a preset with its seed, or
+`--checkpoint DIR`), the full parity runs again and must pass; otherwise the policy infers
+once and its actions must be finite.
 """
 
 from __future__ import annotations
@@ -37,12 +38,11 @@ def _source_for(manifest, checkpoint: str | None):
 
 def run(args) -> int:
     from vla_runtime.export.checkpoint import CheckpointError
-    from vla_runtime.export.ort_actions import OrtGraphs
     from vla_runtime.export.parity import ParityError, parity_failure, parity_images, run_parity
     from vla_runtime.runtime.bundle import BundleError, open_bundle
     from vla_runtime.runtime.cmd_inspect import gate_lines, parity_lines
-    from vla_runtime.runtime.preprocess import Preprocessor
-    from vla_runtime.runtime.tokenizer import PromptTokenizer
+    from vla_runtime.runtime.policy import load_policy
+    from vla_runtime.runtime.types import Frame
 
     try:
         bundle = open_bundle(args.bundle)
@@ -63,10 +63,9 @@ def run(args) -> int:
         except (CheckpointError, ValueError) as exc:
             raise UserError(str(exc)) from None
     if source is None:
-        graphs = OrtGraphs(bundle.root, manifest)
-        pixels = Preprocessor(manifest.preprocess)(parity_images(1, 0)[0])
-        ids = PromptTokenizer(manifest.prompt, bundle.path(manifest.prompt.tokenizer_file))("pick up the red block")
-        normalized, _ = graphs.actions(pixels, ids)
+        with load_policy(bundle.root, backend="cpu", allow_failed_gate=True, verify=False) as policy:
+            policy.infer(Frame(image=parity_images(1, 0)[0], t_capture=0.0), "pick up the red block")
+            normalized = policy.last_normalized
         if not np.isfinite(normalized).all():
             raise UserError(f"{args.bundle}: graphs produce non-finite actions; rebuild the bundle")
         print("graphs: ran once, actions finite (no fp32 source model to compare: parity not re-run)")

@@ -105,8 +105,7 @@ class HeadGraph(nn.Module):
 
     def forward(self, pooled: torch.Tensor, past_action: torch.Tensor | None = None) -> torch.Tensor:
         if past_action is not None:
-            emb = self.model.language_model.embed_tokens(past_action + self.model.action_token_offset)  # [1, D, E]
-            pooled = pooled + emb.mean(dim=1)  # [1, E]
+            pooled = self.model.condition(pooled, past_action)  # [1, E]
         return self.model.head_logits(pooled)  # [1, H, D, 256]
 
 

@@ -93,7 +93,8 @@ def build_manifest(source: Source, graphs: list[GraphInfo], bundle_dir: Path, se
             kind=norm.kind, low=norm.low, high=norm.high, mean=norm.mean, std=norm.std, mask=norm.mask
         ),
         bins=cfg.bins,
-        action_token_offset=source.model.action_token_offset,
+        action_token_offset=source.model.tokens.offset,
+        action_token_order=source.model.tokens.order,
     )
     decode = DecodeSettings(
         head=cfg.head,

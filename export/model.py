@@ -15,6 +15,7 @@ from torch import nn
 from transformers import GemmaConfig, PaliGemmaConfig, PaliGemmaForConditionalGeneration, SiglipVisionConfig
 from vla_runtime.export.flow_expert import FlowExpert
 from vla_runtime.export.presets import VLAConfig
+from vla_runtime.runtime.conventions import ActionTokens, flow_times
 
 logger = logging.getLogger(__name__)
 
@@ -57,13 +58,14 @@ def paligemma_config(cfg: VLAConfig, vocab_size: int) -> PaliGemmaConfig:
 class ReferenceVLA(nn.Module):
     """PaliGemma backbone + the head named by `cfg.head`."""
 
-    def __init__(self, cfg: VLAConfig, vocab_size: int, action_token_offset: int):
+    def __init__(self, cfg: VLAConfig, vocab_size: int, tokens: ActionTokens):
         super().__init__()
-        if action_token_offset != vocab_size - cfg.bins:
-            raise ValueError("action ids must be the last `bins` ids of the vocabulary")
+        tokens.check_vocabulary(vocab_size)
+        if tokens.bins != cfg.bins:
+            raise ValueError(f"the action ids cover {tokens.bins} bins but the model predicts {cfg.bins}")
         self.cfg = cfg
         self.vocab_size = vocab_size
-        self.action_token_offset = action_token_offset
+        self.tokens = tokens  # which vocabulary id is which bin
         self.vlm = PaliGemmaForConditionalGeneration(paligemma_config(cfg, vocab_size))
         self.action_head: nn.Module | None = None
         self.expert: FlowExpert | None = None
@@ -91,16 +93,23 @@ class ReferenceVLA(nn.Module):
         """Mean over the prefix; past bins enter through their action-token embeddings."""
         pooled = hidden.mean(dim=1)  # [B, E]
         if self.cfg.condition_on_past_action and past_action is not None:
-            emb = self.language_model.embed_tokens(past_action + self.action_token_offset)  # [B, D, E]
-            pooled = pooled + emb.mean(dim=1)  # [B, E]
+            pooled = self.condition(pooled, past_action)
         return pooled
+
+    def condition(self, pooled: torch.Tensor, past_action: torch.Tensor) -> torch.Tensor:
+        """Add the mean embedding of the previous action's ids (bins [B, D]) to the pooled prefix."""
+        emb = self.language_model.embed_tokens(self.tokens.token_id(past_action))  # [B, D, E]
+        return pooled + emb.mean(dim=1)  # [B, E]
 
     def head_logits(self, pooled: torch.Tensor) -> torch.Tensor:
         c = self.cfg
         return self.action_head(pooled).reshape(-1, c.horizon, c.action_dim, c.bins)  # [B, H, D, 256]
 
     def action_slice(self, logits: torch.Tensor) -> torch.Tensor:
-        return logits[..., self.action_token_offset : self.action_token_offset + self.cfg.bins]  # [..., 256]
+        """Vocabulary logits -> action logits in bin order."""
+        first, stop = self.tokens.span
+        sliced = logits[..., first:stop]  # [..., bins] in id order
+        return sliced if self.tokens.order == "ascending" else sliced.flip(-1)
 
     # --- reference path: transformers' own full forward, no cache -------------------------------
 
@@ -134,7 +143,7 @@ class ReferenceVLA(nn.Module):
         """Greedy bins for D dims, each step re-running the whole sequence."""
         bins: list[int] = []
         for _ in range(self.cfg.action_dim):
-            gen = torch.tensor([[self.action_token_offset + b for b in bins]], dtype=torch.long) if bins else None
+            gen = torch.tensor([[self.tokens.token_id(b) for b in bins]], dtype=torch.long) if bins else None
             bins.append(int(self.reference_token_logits(pixel_values, input_ids, gen).argmax(-1)))
         return bins
 
@@ -151,8 +160,7 @@ class ReferenceVLA(nn.Module):
         """Euler-integrate the expert from noise (t=1) to t=0; returns normalised actions [H, D]."""
         context = self.reference_hidden(pixel_values, input_ids)  # [1, L, E]
         x = noise[None].float()  # [1, H, D]
-        for k in range(steps):
-            t = torch.tensor([1.0 - k / steps], dtype=torch.float32)  # [1]
+        for t in torch.from_numpy(flow_times(steps))[:, None]:  # t: [1]
             x = x - (1.0 / steps) * self.expert(context, x, t)  # [1, H, D]
         return x[0]
 
@@ -162,9 +170,9 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
 
 
-def build_model(cfg: VLAConfig, vocab_size: int, action_token_offset: int, seed: int = 0) -> ReferenceVLA:
+def build_model(cfg: VLAConfig, vocab_size: int, tokens: ActionTokens, seed: int = 0) -> ReferenceVLA:
     """Seeded random weights: the same (cfg, seed) always gives the same model."""
     torch.manual_seed(seed)
-    model = ReferenceVLA(cfg, vocab_size, action_token_offset)
+    model = ReferenceVLA(cfg, vocab_size, tokens)
     logger.info("built %s/%s VLA with %.2fM parameters", cfg.preset, cfg.head, count_parameters(model) / 1e6)
     return model

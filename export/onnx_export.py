@@ -71,7 +71,7 @@ def graph_plan(model: ReferenceVLA) -> dict:
         outs = ["action_logits"] + _kv_names("present", layers)
         plan["prefill"] = (PrefillGraph(model), (image, prompt), prefill_in, outs, prefill_dyn)
         kv = torch.zeros(1, c.text_kv_heads, _EXAMPLE_PAST, c.head_dim)  # [1, KV, P, Dh]
-        ids = torch.full((1, 1), model.action_token_offset, dtype=torch.long)  # [1, 1]
+        ids = torch.full((1, 1), model.tokens.token_id(0), dtype=torch.long)  # [1, 1]
         pos = torch.full((1, 1), _EXAMPLE_PAST, dtype=torch.long)  # [1, 1]
         past_names = _kv_names("past_key_values", layers)
         dyn = {"input_ids": None, "position_ids": None, "past": [{2: past} for _ in past_names]}

@@ -1,11 +1,14 @@
 """Parity: the exported graphs against the PyTorch model, per graph and at the action level.
 
-Two levels, both compared rather than hard-coded. Per graph: each ONNX graph and its PyTorch
-wrapper get identical inputs (taken from the PyTorch side, so errors do not compound) and the
-max abs difference over all outputs is reported. Per action: the onboard inference path runs
-the whole bundle, and the reference model runs transformers' own uncached PaliGemma forward
-on the same pixel_values, input_ids and noise; tokens and parallel heads must pick identical
-bins, the flow head's chunk must agree within a tolerance.
+Two levels, both compared rather than hard-coded, and both run the bundle the way the robot
+does: through `vla_runtime.runtime.policy.load_policy` and its backends, nothing else. Per
+graph: each graph (on the policy's own runner) and its PyTorch wrapper get identical inputs
+(taken from the PyTorch side, so errors do not compound) and the max abs difference over all
+outputs is reported. Per action: the policy infers from the raw frame and task, and the
+reference model runs transformers' own uncached PaliGemma forward on the same pixel_values,
+input_ids and noise; tokens and parallel heads must pick identical bins, the flow head's chunk
+must agree within a tolerance. Both sides take their conventions from
+`vla_runtime.runtime.conventions`.
 """
 
 from __future__ import annotations
@@ -19,10 +22,10 @@ import torch
 from tqdm import tqdm
 from vla_runtime.export import graphs as G
 from vla_runtime.export.model import ReferenceVLA
-from vla_runtime.export.ort_actions import OrtGraphs, flow_noise
+from vla_runtime.runtime.conventions import bin_centres, flow_noise, token_position
 from vla_runtime.runtime.manifest import Manifest
-from vla_runtime.runtime.preprocess import Preprocessor
-from vla_runtime.runtime.tokenizer import PromptTokenizer
+from vla_runtime.runtime.policy import BundlePolicy, load_policy
+from vla_runtime.runtime.types import Frame
 
 logger = logging.getLogger(__name__)
 
@@ -60,26 +63,26 @@ def _max_err(a: torch.Tensor | np.ndarray, b: np.ndarray) -> float:
 
 
 @torch.no_grad()
-def graph_errors(model: ReferenceVLA, ort_graphs: OrtGraphs, pixel_values: np.ndarray, input_ids: np.ndarray) -> dict:
+def graph_errors(model: ReferenceVLA, policy: BundlePolicy, pixel_values: np.ndarray, input_ids: np.ndarray) -> dict:
     """role -> max abs error over that graph's outputs, for one observation."""
-    m = ort_graphs.manifest
+    m = policy.manifest
     px, ids = torch.from_numpy(pixel_values), torch.from_numpy(input_ids)
     errors = {}
     image = G.VisionGraph(model)(px)  # [1, N, E]
-    errors["vision"] = _max_err(image, ort_graphs.run("vision", {"pixel_values": pixel_values})["image_embeds"])
+    errors["vision"] = _max_err(image, policy.run_graph("vision", {"pixel_values": pixel_values})["image_embeds"])
     ref = G.PrefillGraph(model)(image, ids)
-    got = ort_graphs.run("prefill", {"image_embeds": image.numpy(), "input_ids": input_ids})
+    got = policy.run_graph("prefill", {"image_embeds": image.numpy(), "input_ids": input_ids})
     ref = ref if isinstance(ref, tuple) else (ref,)
     errors["prefill"] = max(_max_err(r, got[s.name]) for r, s in zip(ref, m.graphs["prefill"].outputs, strict=True))
     if m.head == "tokens":
         logits, *past = ref
         prefix = image.shape[1] + ids.shape[1]
-        token = torch.tensor([[model.action_token_offset + int(logits.argmax())]])  # [1, 1]
-        pos = torch.tensor([[prefix]])  # [1, 1] position of the first generated id
+        token = torch.tensor([[model.tokens.token_id(int(logits.argmax()))]])  # [1, 1]
+        pos = torch.tensor([[token_position(prefix, 1)]])  # [1, 1] position of the first generated id
         ref_dec = G.DecodeGraph(model)(token, pos, *past)
         feeds = {"input_ids": token.numpy(), "position_ids": pos.numpy()}
         feeds.update({s.name: p.numpy() for s, p in zip(m.graphs["decode"].inputs[2:], past, strict=True)})
-        got_dec = ort_graphs.run("decode", feeds)
+        got_dec = policy.run_graph("decode", feeds)
         specs = m.graphs["decode"].outputs
         errors["decode"] = max(_max_err(r, got_dec[s.name]) for r, s in zip(ref_dec, specs, strict=True))
     elif m.head == "parallel":
@@ -89,7 +92,7 @@ def graph_errors(model: ReferenceVLA, ort_graphs: OrtGraphs, pixel_values: np.nd
         if m.decode.condition_on_past_action:
             past_action = torch.arange(m.action.dim)[None] * 37 % m.action.bins  # [1, D] arbitrary bins
             feeds["past_action"] = past_action.numpy()
-        got_head = ort_graphs.run("head", feeds)["action_logits"]  # [1, H, D, 256]
+        got_head = policy.run_graph("head", feeds)["action_logits"]  # [1, H, D, 256]
         errors["head"] = _max_err(G.HeadGraph(model)(pooled, past_action), got_head)
     else:
         context = ref[0]  # [1, L, E]
@@ -98,60 +101,36 @@ def graph_errors(model: ReferenceVLA, ort_graphs: OrtGraphs, pixel_values: np.nd
         for t in (1.0, 0.5, 0.1):
             tt = torch.tensor([t])  # [1]
             feeds = {"context": context.numpy(), "noisy_actions": noise.numpy(), "timestep": tt.numpy()}
-            out = ort_graphs.run("velocity", feeds)["velocity"]
+            out = policy.run_graph("velocity", feeds)["velocity"]
             worst = max(worst, _max_err(G.VelocityGraph(model)(context, noise, tt), out))
         errors["velocity"] = worst
     return errors
 
 
-def _onboard_runner(bundle_dir: Path, manifest: Manifest):
-    """The runtime's own inference path when it is available, else plain onnxruntime sessions.
+def _policy_actions(bundle_dir: Path, image: np.ndarray, task: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """(normalised [H, D], bins [H, D] or None) from a fresh runtime policy's first inference.
 
-    Returns (name, preprocess(image)->pixel_values, tokenize(task)->input_ids,
-    actions(image, task, pixel_values, input_ids)->(normalised [H,D], bins or None)).
+    Fresh per observation: the flow noise is the generator's first draw and a conditioned
+    parallel head starts from "no previous action", as in the reference.
     """
-    try:
-        from vla_runtime.runtime.policy import load_policy
-    except ImportError:
-        load_policy = None
-    if load_policy is not None:
-        from vla_runtime.runtime.types import Frame
-
-        policy = load_policy(bundle_dir, backend="cpu", allow_failed_gate=True, verify=True)
-
-        def run_policy(image, task, _px, _ids):
-            # A fresh policy per observation: the flow noise is the generator's first draw and a
-            # conditioned parallel head starts from "no previous action", as in the reference.
-            fresh = load_policy(bundle_dir, backend="cpu", allow_failed_gate=True, verify=False)
-            with fresh:
-                fresh.infer(Frame(image=image, t_capture=0.0), task)
-                bins = fresh.last_bins
-                return np.array(fresh.last_normalized, dtype=np.float32), None if bins is None else np.array(bins)
-
-        return "vla_runtime.runtime.policy (onnxruntime CPU)", policy.preprocess, policy.tokenize, run_policy
-    ort_graphs = OrtGraphs(bundle_dir, manifest)
-    pre = Preprocessor(manifest.preprocess)
-    tok = PromptTokenizer(manifest.prompt, Path(bundle_dir) / manifest.prompt.tokenizer_file)
-    return (
-        "plain onnxruntime CPU sessions",
-        lambda image: pre(image).copy(),
-        tok,
-        lambda image, task, px, ids: ort_graphs.actions(px, ids),
-    )
+    with load_policy(bundle_dir, backend="cpu", allow_failed_gate=True, verify=False) as policy:
+        policy.infer(Frame(image=image, t_capture=0.0), task)
+        bins = policy.last_bins
+        return np.array(policy.last_normalized, dtype=np.float32), None if bins is None else np.array(bins)
 
 
 def _reference_actions(model: ReferenceVLA, manifest: Manifest, px: torch.Tensor, ids: torch.Tensor):
     """(normalised [H, D], bins [H, D] or None) from transformers' uncached forward."""
-    centres = -1.0 + (np.arange(manifest.action.bins) + 0.5) * 2.0 / manifest.action.bins
+    centres = bin_centres(manifest.action.bins)
     if manifest.head == "tokens":
         bins = np.asarray(model.reference_tokens(px, ids))[None]  # [1, D]
-        return centres[bins].astype(np.float32), bins
+        return centres[bins], bins
     if manifest.head == "parallel":
         past = None
         if manifest.decode.condition_on_past_action:
             past = torch.zeros(1, manifest.action.dim, dtype=torch.long)  # [1, D] no previous action yet
         bins = model.reference_parallel_logits(px, ids, past)[0].argmax(-1).numpy()  # [H, D]
-        return centres[bins].astype(np.float32), bins
+        return centres[bins], bins
     noise = torch.from_numpy(flow_noise(manifest.decode.noise_seed, manifest.action.horizon, manifest.action.dim))
     return model.reference_flow(px, ids, noise, manifest.decode.flow_steps).numpy(), None
 
@@ -166,24 +145,26 @@ def run_parity(
 ) -> dict:
     """Both levels over a few observations; returns the manifest's `parity` report (never raises on mismatch)."""
     tol = tol or Tolerance()
-    name, preprocess, tokenize, onboard = _onboard_runner(Path(bundle_dir), manifest)
-    ort_graphs = OrtGraphs(Path(bundle_dir), manifest)
+    bundle_dir = Path(bundle_dir)
+    policy = load_policy(bundle_dir, backend="cpu", allow_failed_gate=True, verify=True)
+    name = f"vla_runtime.runtime.policy ({policy.backend_name})"
     per_graph: dict[str, float] = {}
     bins_equal, bins_total, flow_err = 0, 0, 0.0
     observations = list(zip(parity_images(len(PARITY_TASKS), seed), PARITY_TASKS, strict=True))
-    for image, task in tqdm(observations, desc="parity", unit="obs", disable=not progress):
-        px = np.array(preprocess(image), dtype=np.float32)  # [1, 3, S, S] own copy: buffers are reused
-        ids = np.array(tokenize(task), dtype=np.int64)  # [1, T]
-        for role, err in graph_errors(model, ort_graphs, px, ids).items():
-            per_graph[role] = max(per_graph.get(role, 0.0), err)
-        ref_norm, ref_bins = _reference_actions(model, manifest, torch.from_numpy(px), torch.from_numpy(ids))
-        got_norm, got_bins = onboard(image, task, px, ids)
-        if ref_bins is not None:
-            if got_bins is None:
-                raise ParityError("the onboard path returned no action bins for a discrete head")
-            bins_equal += int((np.asarray(got_bins) == ref_bins).sum())
-            bins_total += ref_bins.size
-        flow_err = max(flow_err, float(np.max(np.abs(got_norm.astype(np.float64) - ref_norm))))
+    with policy:
+        for image, task in tqdm(observations, desc="parity", unit="obs", disable=not progress):
+            px = np.array(policy.preprocess(image), dtype=np.float32)  # [1, 3, S, S] own copy: buffers are reused
+            ids = np.array(policy.tokenize(task), dtype=np.int64)  # [1, T]
+            for role, err in graph_errors(model, policy, px, ids).items():
+                per_graph[role] = max(per_graph.get(role, 0.0), err)
+            ref_norm, ref_bins = _reference_actions(model, manifest, torch.from_numpy(px), torch.from_numpy(ids))
+            got_norm, got_bins = _policy_actions(bundle_dir, image, task)
+            if ref_bins is not None:
+                if got_bins is None:
+                    raise ParityError("the runtime policy returned no action bins for a discrete head")
+                bins_equal += int((np.asarray(got_bins) == ref_bins).sum())
+                bins_total += ref_bins.size
+            flow_err = max(flow_err, float(np.max(np.abs(got_norm.astype(np.float64) - ref_norm))))
     graphs_ok = all(err <= tol.graph_atol for err in per_graph.values())
     action = {"max_abs_err": flow_err, "observations": len(PARITY_TASKS)}
     if manifest.head == "flow":

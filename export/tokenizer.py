@@ -11,12 +11,13 @@ import itertools
 import logging
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from vla_runtime.runtime.conventions import DEFAULT_PROMPT_TEMPLATE, ActionTokens
 
 logger = logging.getLogger(__name__)
 
 PAD, EOS, BOS, UNK = "<pad>", "<eos>", "<bos>", "<unk>"
 SPECIALS = (PAD, EOS, BOS, UNK)  # ids 0..3
-PROMPT_TEMPLATE = "What action should the robot take to {task}?"
+PROMPT_TEMPLATE = DEFAULT_PROMPT_TEMPLATE  # what the instruction corpus and the bundles use
 
 _VERBS = ("pick up", "put", "move", "push", "place", "grab", "lift", "open", "close", "stack", "slide", "rotate")
 _COLOURS = ("red", "green", "blue", "yellow", "black", "white", "orange", "purple")
@@ -69,15 +70,9 @@ def build_tokenizer(base_vocab: int, bins: int = 256) -> Tokenizer:
     return tok
 
 
-def action_token_offset(tok: Tokenizer, bins: int = 256) -> int:
-    """Vocabulary id of bin 0; checks the action ids really are the last `bins` ids."""
-    offset = tok.token_to_id(action_token(0))
-    if offset is None or offset != tok.get_vocab_size() - bins:
+def action_tokens(tok: Tokenizer, bins: int = 256) -> ActionTokens:
+    """The action-id convention of this tokenizer; checks <act_j> really is the id of bin j."""
+    tokens = ActionTokens.last_ids(tok.get_vocab_size(), bins)
+    if any(tok.token_to_id(action_token(j)) != tokens.token_id(j) for j in (0, bins - 1)):
         raise ValueError(f"tokenizer does not end with {bins} action tokens <act_0>..<act_{bins - 1}>")
-    return offset
-
-
-def encode_prompt(tok: Tokenizer, task: str, max_tokens: int = 48) -> list[int]:
-    """BOS + template ids, truncated to `max_tokens` (the runtime tokenizes the same way)."""
-    ids = [tok.token_to_id(BOS)] + tok.encode(PROMPT_TEMPLATE.format(task=task), add_special_tokens=False).ids
-    return ids[:max_tokens]
+    return tokens

@@ -6,12 +6,9 @@ callable, so the same decoder drives onnxruntime, TensorRT or a test's session, 
 can tap and time every graph call. Unnormalisation into physical units is a separate step so
 calibration can compare model-space actions.
 
-Conventions shared with the exporter (and the accuracy gate):
-- bins: `bins` uniform bins over [-1, 1]; bin j decodes to its centre -1 + (j + 0.5) * 2 / bins.
-- tokens: horizon 1; step 0 takes prefill's action_logits; step k > 0 feeds action token id
-  (action_token_offset + previous bin) at position prefix_len + k - 1 with the KV cache.
-- flow: x ~ N(0, 1) from one generator seeded once per policy; for k in 0..N-1,
-  t = 1 - k / N and x <- x - v(context, x, t) / N.
+The conventions these loops follow (bin centres, action ids and their positions, the seeded
+flow noise and its time grid, normalisation) live in `vla_runtime.runtime.conventions`, shared
+with the exporter, parity and the accuracy gate.
 """
 
 from __future__ import annotations
@@ -23,6 +20,14 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
+from vla_runtime.runtime.conventions import (
+    ActionNormalizer,
+    ActionTokens,
+    FlowNoise,
+    bin_centres,
+    flow_times,
+    token_position,
+)
 from vla_runtime.runtime.manifest import ActionSpace, GraphSpec, Manifest, ManifestError
 
 logger = logging.getLogger(__name__)
@@ -35,11 +40,6 @@ RunGraph = Callable[[str, Mapping[str, Any], tuple[str, ...]], dict[str, Any]]
 class Decoded:
     normalized: np.ndarray  # float32 [H, D], model space ([-1, 1] for binned heads)
     bins: np.ndarray | None  # int64 [H, D] chosen bins (tokens, parallel); None for flow
-
-
-def bin_centres(bins: int) -> np.ndarray:
-    """float32 [bins]: the value each bin decodes to."""
-    return (-1.0 + (np.arange(bins, dtype=np.float64) + 0.5) * 2.0 / bins).astype(np.float32)
 
 
 def _require(spec: GraphSpec, inputs: tuple[str, ...], outputs: tuple[str, ...]) -> None:
@@ -81,7 +81,7 @@ class TokensDecoder(Decoder):
         _require(decode, ("input_ids", "position_ids") + self._past, ("action_logits",) + self._present)
         _require(prefill, (), ("action_logits",) + self._present)
         self.prefill_keep = self._present
-        self._dim, self._bins, self._offset = action.dim, action.bins, action.action_token_offset
+        self._dim, self._bins, self._tokens = action.dim, action.bins, ActionTokens.of(action)
         self._ids = np.zeros((1, 1), dtype=np.int64)  # [1,1] previous action token id
         self._pos = np.zeros((1, 1), dtype=np.int64)  # [1,1] its position in the sequence
         self._chosen = np.zeros((1, action.dim), dtype=np.int64)  # [H=1, D]
@@ -92,8 +92,8 @@ class TokensDecoder(Decoder):
         past = {p: prefix[q] for p, q in zip(self._past, self._present, strict=True)}
         for k in range(self._dim):
             if k > 0:
-                self._ids[0, 0] = self._offset + self._chosen[0, k - 1]
-                self._pos[0, 0] = prefix_len + k - 1
+                self._ids[0, 0] = self._tokens.token_id(self._chosen[0, k - 1])
+                self._pos[0, 0] = token_position(prefix_len, k)
                 out = run("decode", {"input_ids": self._ids, "position_ids": self._pos, **past}, self._present)
                 logits = out["action_logits"]  # [1, bins]
                 past = {p: out[q] for p, q in zip(self._past, self._present, strict=True)}
@@ -149,17 +149,18 @@ class FlowDecoder(Decoder):
         _require(manifest.graphs["prefill"], (), ("hidden_states",))
         self._shape = (action.horizon, action.dim)
         self._steps = settings.flow_steps
-        self._rng = np.random.default_rng(settings.noise_seed)  # once per policy: runs repeat exactly
+        self._noise = FlowNoise(settings.noise_seed)  # once per policy: runs repeat exactly
         self._x = np.zeros((1, action.horizon, action.dim), dtype=np.float32)  # [1, H, D] x_t
-        self._t = np.zeros((1,), dtype=np.float32)  # [1] flow time, 1 = noise, 0 = data
+        self._times = flow_times(settings.flow_steps)  # [N] 1 = noise .. towards 0 = data
+        self._t = np.zeros((1,), dtype=np.float32)  # [1] the current flow time
         self._step = np.zeros_like(self._x)  # [1, H, D] one Euler increment
         self._dt = np.float32(1.0 / settings.flow_steps)
 
     def decode(self, prefix: Mapping[str, Any], run: RunGraph, prefix_len: int) -> Decoded:
         context = prefix["hidden_states"]  # [1, L, E], resident
-        self._x[0] = self._rng.standard_normal(self._shape)  # [H, D] float64 draw -> float32
+        self._x[0] = self._noise.draw(*self._shape)  # [H, D]
         for k in range(self._steps):
-            self._t[0] = 1.0 - k / self._steps
+            self._t[0] = self._times[k]
             v = run("velocity", {"context": context, "noisy_actions": self._x, "timestep": self._t}, ())
             np.multiply(v["velocity"], self._dt, out=self._step)  # [1, H, D]
             self._x -= self._step
@@ -173,22 +174,11 @@ class Unnormalizer:
     """Model-space float32 [H, D] -> physical float64 [H, D] with the bundle's statistics."""
 
     def __init__(self, action: ActionSpace):
-        norm = action.normalization
-        d = action.dim
-        self.kind = norm.kind
-        self._mask = np.asarray(norm.mask if norm.mask else (True,) * d, dtype=bool)  # [D]
-        if norm.kind == "q01_q99":
-            low, high = np.asarray(norm.low, np.float64), np.asarray(norm.high, np.float64)  # [D]
-            self._scale, self._offset = 0.5 * (high - low), 0.5 * (high - low) + low  # a = x*scale + offset
-        elif norm.kind == "mean_std":
-            self._scale, self._offset = np.asarray(norm.std, np.float64), np.asarray(norm.mean, np.float64)
-        else:
-            self._scale, self._offset = np.ones(d), np.zeros(d)
-        self._scale = np.where(self._mask, self._scale, 1.0)  # [D] masked dims stay in model units
-        self._offset = np.where(self._mask, self._offset, 0.0)  # [D]
+        self._normalizer = ActionNormalizer(action.normalization, action.dim)
+        self.kind = self._normalizer.kind
 
     def __call__(self, normalized: np.ndarray) -> np.ndarray:
-        actions = normalized.astype(np.float64) * self._scale + self._offset  # [H, D], a fresh array
+        actions = self._normalizer.unnormalize(normalized)  # [H, D], a fresh array
         if not np.isfinite(actions).all():
             # The safety layer rejects non-finite commands; here we only make the cause visible.
             logger.warning("policy produced %d non-finite action value(s)", int((~np.isfinite(actions)).sum()))
@@ -207,6 +197,5 @@ __all__ = [
     "RunGraph",
     "TokensDecoder",
     "Unnormalizer",
-    "bin_centres",
     "make_decoder",
 ]

@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vla_runtime.runtime.conventions import NORMALIZATIONS, TOKEN_ORDERS
+
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 
@@ -46,7 +48,6 @@ HEAD_GRAPHS = {
 PRECISIONS = ("fp32", "fp16", "int8", "int8-cpu")
 GRAPH_FORMATS = ("onnx", "tensorrt")
 DTYPES = ("float32", "float16", "int64", "int32", "bool", "uint8")
-NORMALIZATIONS = ("q01_q99", "mean_std", "none")
 
 
 class ManifestError(ValueError):
@@ -155,6 +156,7 @@ class ActionSpace:
     normalization: Normalization
     bins: int = 256  # discrete bins per dim over [-1, 1] (tokens, parallel)
     action_token_offset: int = 0  # vocabulary id of bin 0 (tokens head: vocab_size - bins)
+    action_token_order: str = "ascending"  # bin j is id offset + j, or offset - j ("descending", OpenVLA)
 
     def __post_init__(self):
         if self.dim <= 0 or self.horizon <= 0:
@@ -175,6 +177,8 @@ class ActionSpace:
                 raise ManifestError(f"action.normalization.{key} holds a non-finite value")
         if self.bins < 2:
             raise ManifestError("action.bins must be >= 2")
+        if self.action_token_order not in TOKEN_ORDERS:
+            raise ManifestError(f"action.action_token_order: {self.action_token_order!r} is not one of {TOKEN_ORDERS}")
 
 
 @dataclass(frozen=True)

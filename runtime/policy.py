@@ -116,6 +116,11 @@ class BundlePolicy(Policy):
         """Task -> input_ids int64 [1, T], cached per task string."""
         return self._tokenize(task)
 
+    def run_graph(self, role: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One graph on this policy's own runner, every output copied to the host (parity, tests)."""
+        runner = self._runners[role]
+        return {name: runner.fetch(value) for name, value in runner.run(inputs).items()}
+
     # -- one inference ---------------------------------------------------------------------------
 
     def infer(self, frame: Frame, task: str, state: RobotState | None = None) -> ActionChunk:

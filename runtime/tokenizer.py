@@ -1,9 +1,9 @@
 """Task string -> prompt ids with the bundle's own `tokenizers` file and template, no transformers.
 
-The ids must be exactly those the exporter traced and verified with: the template from the
-manifest, the tokenizer's own pre-tokenization, no special tokens added by the tokenizer's
-post-processor (the manifest says whether a BOS goes first), then truncation. The task is the
-same tick after tick, so each task's ids are computed once and the same array is returned.
+The ids must be exactly those the exporter traced and verified with: the prompt convention in
+`vla_runtime.runtime.conventions.prompt_ids` over the tokenizer's own pre-tokenization, with no
+special tokens added by the tokenizer's post-processor. The task is the same tick after tick,
+so each task's ids are computed once and the same array is returned.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 from tokenizers import Tokenizer
+from vla_runtime.runtime.conventions import prompt_ids
 from vla_runtime.runtime.manifest import Prompt
 
 logger = logging.getLogger(__name__)
@@ -46,17 +47,12 @@ class PromptTokenizer:
     def _encode(self, task: str) -> np.ndarray:
         if not isinstance(task, str) or not task.strip():
             raise ValueError("task must be a non-empty instruction, e.g. --task \"pick up the red block\"")
-        text = self.prompt.template.format(task=task)
-        ids = self._tok.encode(text, add_special_tokens=False).ids
-        if self.prompt.bos_token_id is not None:
-            ids = [self.prompt.bos_token_id] + ids
-        if len(ids) > self.prompt.max_tokens:
-            logger.warning(
-                "prompt for task %r is %d tokens; truncated to %d (prompt.max_tokens)",
-                task, len(ids), self.prompt.max_tokens,
-            )
-            ids = ids[: self.prompt.max_tokens]
+        p = self.prompt
+        ids = prompt_ids(self._encode_text, p.template, task, p.bos_token_id, p.max_tokens)
         out = np.asarray(ids, dtype=np.int64).reshape(1, -1)  # [1, T]
         out.setflags(write=False)
-        logger.debug("prompt %r -> %d ids", text, out.shape[1])
+        logger.debug("prompt for %r -> %d ids", task, out.shape[1])
         return out
+
+    def _encode_text(self, text: str) -> list[int]:
+        return self._tok.encode(text, add_special_tokens=False).ids

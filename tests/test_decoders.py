@@ -9,12 +9,12 @@ import pytest
 from test_policy_zoo import LAYERS, build_zoo_bundle, numpy_prefix
 from vla_runtime.runtime.backends import BackendOptions
 from vla_runtime.runtime.backends.onnxrt import OrtBackend
+from vla_runtime.runtime.conventions import bin_centres
 from vla_runtime.runtime.decoders import (
     FlowDecoder,
     ParallelDecoder,
     TokensDecoder,
     Unnormalizer,
-    bin_centres,
     make_decoder,
 )
 from vla_runtime.runtime.manifest import ActionSpace, ManifestError, Normalization, load_manifest

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 from vla_runtime.export.checkpoint import from_preset
-from vla_runtime.export.ort_actions import OrtGraphs, flow_noise
 from vla_runtime.export.parity import Tolerance, graph_errors, parity_failure, run_parity
 from vla_runtime.runtime.bundle import open_bundle
+from vla_runtime.runtime.conventions import flow_noise
 from vla_runtime.runtime.policy import load_policy
 from vla_runtime.runtime.types import Frame
 
@@ -34,10 +34,12 @@ def _frame(seed: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize("head", HEADS)
-def test_build_records_passing_parity(tiny_bundle, head):
+def test_parity_recomputed_through_the_runtime_passes(tiny_bundle, sources, head):
+    """Parity run again here, on other observations than the build's (seed 1), not read back."""
     manifest = open_bundle(tiny_bundle(head)).manifest
-    report = manifest.parity
+    report = run_parity(sources[head].model, tiny_bundle(head), manifest, seed=1)
     assert report["passed"] is True and parity_failure(report) is None
+    assert report["runner"] == "vla_runtime.runtime.policy (cpu)"
     assert set(report["graphs"]) == set(manifest.graphs)
     for role, entry in report["graphs"].items():
         assert entry["max_abs_err"] < 1e-4, role
@@ -74,12 +76,12 @@ def test_runtime_policy_matches_reference_on_unseen_inputs(tiny_bundle, sources,
 @pytest.mark.parametrize("head", HEADS)
 def test_each_graph_matches_its_pytorch_wrapper(tiny_bundle, sources, head):
     bundle = open_bundle(tiny_bundle(head))
-    graphs = OrtGraphs(bundle.root, bundle.manifest)
     rng = np.random.default_rng(7)
     size = bundle.manifest.preprocess.image_size
     pixels = rng.uniform(-1, 1, size=(1, 3, size, size)).astype(np.float32)  # [1, 3, S, S]
     ids = np.array([[2, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51]], dtype=np.int64)  # [1, 13]
-    errors = graph_errors(sources[head].model, graphs, pixels, ids)
+    with load_policy(bundle.root, backend="cpu") as policy:
+        errors = graph_errors(sources[head].model, policy, pixels, ids)
     assert set(errors) == set(bundle.manifest.graphs)
     assert max(errors.values()) < 1e-4, errors
 

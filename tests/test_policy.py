@@ -19,6 +19,7 @@ from test_policy_zoo import build_zoo_bundle, numpy_prefix
 from tokenizers import Tokenizer
 from vla_runtime.runtime.backends import BackendError
 from vla_runtime.runtime.bundle import BundleError
+from vla_runtime.runtime.conventions import ActionTokens, bin_centres
 from vla_runtime.runtime.manifest import load_manifest
 from vla_runtime.runtime.policy import BundlePolicy, load_policy
 from vla_runtime.runtime.types import ActionChunk, Frame
@@ -193,13 +194,14 @@ def naive_actions(bundle, image: np.ndarray, task: str) -> np.ndarray:
 
     embeds = run("vision", {"pixel_values": pixels})["image_embeds"]
     prefix = run("prefill", {"image_embeds": embeds, "input_ids": ids})
-    centres = -1 + (np.arange(action["bins"]) + 0.5) * 2 / action["bins"]
+    centres = bin_centres(action["bins"])  # the formula is pinned to literal values in test_conventions
+    tokens = ActionTokens(action["bins"], action["action_token_offset"], action.get("action_token_order", "ascending"))
     if dec["head"] == "tokens":
         past = {k.replace("present.", "past_key_values."): v for k, v in prefix.items() if k.startswith("present.")}
         logits, bins, plen = prefix["action_logits"], [], embeds.shape[1] + ids.shape[1]
         for k in range(action["dim"]):
             if k:
-                out = run("decode", {"input_ids": np.array([[action["action_token_offset"] + bins[-1]]]),
+                out = run("decode", {"input_ids": np.array([[tokens.token_id(bins[-1])]]),
                                      "position_ids": np.array([[plen + k - 1]]), **past})
                 logits = out["action_logits"]
                 past = {k2.replace("present.", "past_key_values."): v for k2, v in out.items() if "present." in k2}

