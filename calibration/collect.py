@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from tqdm import tqdm
-from vla_runtime.calibration.readers import CalibFrame, CalibSource
+from vla_runtime.calibration.frames import CalibFrame, CalibSource
 from vla_runtime.calibration.sampling import FrameRef
 from vla_runtime.runtime.types import Frame
 

@@ -13,8 +13,9 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
-from vla_runtime.drivers.arm import ServoBus, open_servo_bus, release_servo_bus
+from vla_runtime.drivers.arm import open_servo_bus, release_servo_bus
 from vla_runtime.drivers.base import DriverError, GripperDriver, GripperReading
+from vla_runtime.drivers.servo_bus import ServoBus
 
 logger = logging.getLogger(__name__)
 

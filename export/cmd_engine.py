@@ -108,9 +108,9 @@ def build_engine_bundle(bundle, cfg, profiles: dict, out: Path, timing_cache: st
                         progress: bool = True) -> Path:
     """Build every engine (GPU required) and write the engine bundle."""
     from tqdm import tqdm
-    from vla_runtime.calibration.pack import NewGraph, PackError, set_gate, write_derived_bundle
     from vla_runtime.export.tensorrt_build import EngineError, build_engine, check_precision, graph_precision
     from vla_runtime.runtime.backends.tensorrt import engine_record_path, live_device
+    from vla_runtime.runtime.derived_bundle import NewGraph, PackError, set_gate, write_derived_bundle
     from vla_runtime.runtime.manifest import Target
 
     m = bundle.manifest

@@ -140,8 +140,8 @@ def test_cpu_fast_variant_bundle(tiny_bundle, scenes, tmp_path):
 
 
 def test_refuses_non_empty_destination_and_quantized_source(quantized, tiny_bundle, scenes, tmp_path):
-    from vla_runtime.calibration.pack import PackError
     from vla_runtime.calibration.pipeline import QuantizeInputError
+    from vla_runtime.runtime.derived_bundle import PackError
 
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "x").write_text("x")

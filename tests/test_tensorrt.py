@@ -110,9 +110,9 @@ def test_backend_refuses_onnx_and_cpu_only_graphs():
 
 def test_engine_bundle_is_refused_without_its_gpu(tiny_bundle, tmp_path):
     """A bundle of engines built elsewhere: loading says why in one line instead of crashing."""
-    from vla_runtime.calibration.pack import NewGraph, write_derived_bundle
     from vla_runtime.runtime.backends import BackendError
     from vla_runtime.runtime.bundle import BundleError
+    from vla_runtime.runtime.derived_bundle import NewGraph, write_derived_bundle
     from vla_runtime.runtime.manifest import HEAD_GRAPHS, Target
     from vla_runtime.runtime.policy import load_policy
 

@@ -12,7 +12,6 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
-from vla_runtime.drivers.arm import ServoBus
 from vla_runtime.drivers.base import HardwareFault, ProtocolError
 from vla_runtime.drivers.dynamixel import protocol as p
 from vla_runtime.drivers.dynamixel.tables import (
@@ -25,6 +24,7 @@ from vla_runtime.drivers.dynamixel.tables import (
     Reg,
 )
 from vla_runtime.drivers.link import Link
+from vla_runtime.drivers.servo_bus import ServoBus
 
 logger = logging.getLogger(__name__)
 

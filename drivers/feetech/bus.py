@@ -12,11 +12,11 @@ import logging
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-from vla_runtime.drivers.arm import ServoBus
 from vla_runtime.drivers.base import HardwareFault, ProtocolError
 from vla_runtime.drivers.feetech import protocol as p
 from vla_runtime.drivers.feetech.tables import SIGN_BITS, STS_SMS, TICKS_PER_REV, Reg
 from vla_runtime.drivers.link import Link
+from vla_runtime.drivers.servo_bus import ServoBus
 
 logger = logging.getLogger(__name__)
 
