@@ -39,7 +39,11 @@ def register(sub) -> None:
                    help="consecutive deadline misses before a safe stop (default 3)")
     p.add_argument("--rt-priority", type=int, default=0, metavar="P",
                    help="run the loop thread SCHED_FIFO at priority P (1..99; needs CAP_SYS_NICE); 0 = off")
-    p.add_argument("--record", metavar="DIR", help="record frames, states and sent actions under DIR")
+    p.add_argument("--record", metavar="DIR",
+                   help="stream the episode to DIR/episode_NNNNNN.mcap (open it in Foxglove or Rerun; "
+                        "`vla-runtime replay` runs it through a bundle)")
+    p.add_argument("--record-raw", action="store_true",
+                   help="record lossless rgb8 frames instead of JPEG (for INT8 calibration; ~15x larger)")
     p.add_argument("--seed", type=int, help="simulator seed (block placement)")
     p.set_defaults(func=cmd_run)
 
@@ -159,21 +163,79 @@ def _check_mapping(kind: str, desc: RobotDescription) -> None:
         )
 
 
+def open_recorder(args, desc: RobotDescription, robot, policy, rate: float, kind: str, action):
+    """The flight recorder for --record, opened (file, channels, attachments) before tick 0."""
+    import hashlib
+
+    from vla_runtime.runtime.recorder import FlightRecorder, RecorderConfig
+    from vla_runtime.runtime.recording_format import RunInfo
+
+    attachments = {}
+    bundle = getattr(policy, "bundle", None)
+    bundle_id = bundle_name = "scripted"
+    if bundle is not None:
+        manifest_bytes = bundle.path("manifest.json").read_bytes()
+        attachments["manifest.json"] = ("application/json", manifest_bytes)
+        bundle_id, bundle_name = "sha256:" + hashlib.sha256(manifest_bytes).hexdigest(), str(bundle.root)
+    robot_file = _robot_file(args.robot)
+    if robot_file is not None:
+        attachments[f"robot/{robot_file[0]}"] = ("application/toml", robot_file[1])
+    dim = len(action.names) if action is not None else 7
+    run = RunInfo(
+        task=args.task, rate_hz=rate, bundle=bundle_name, bundle_id=bundle_id, robot=desc.name,
+        robot_file=str(args.robot), cameras=(getattr(desc.camera, "options", {}).get("name", "front"),),
+        joint_names=tuple(robot.joint_names), action_kind=kind,
+        action_names=tuple(action.names) if action is not None else tuple(f"a{i}" for i in range(dim)),
+        action_units=tuple(action.units) if action is not None else (),
+    )
+    try:
+        recorder = FlightRecorder(args.record, run, RecorderConfig(raw_images=args.record_raw), attachments)
+        recorder.open()
+    except (ValueError, OSError) as exc:
+        raise UserError(f"--record {args.record}: {exc}") from None
+    return recorder
+
+
+def _require_record_deps() -> None:
+    from vla_runtime.runtime.recording_format import RecordDepsMissing, require_record_deps
+
+    try:
+        require_record_deps()
+    except RecordDepsMissing as exc:
+        raise UserError(str(exc)) from None
+
+
+def _robot_file(name_or_path: str) -> tuple[str, bytes] | None:
+    """(file name, bytes) of the robot description, for the recording's attachments."""
+    from importlib import resources
+
+    from vla_runtime.runtime.robot_description import BUILTIN_FOLDERS
+
+    path = Path(name_or_path).expanduser()
+    if path.is_file():
+        return path.name, path.read_bytes()
+    for package, folder in BUILTIN_FOLDERS:
+        res = resources.files(package).joinpath(folder, f"{name_or_path}.toml")
+        if res.is_file():
+            return f"{name_or_path}.toml", res.read_bytes()
+    return None
+
+
 def run_episode(args, desc: RobotDescription) -> int:
-    from vla_runtime.runtime.loop import ControlLoop, LoopConfig
+    from vla_runtime.runtime.loop import ControlLoop, EpisodeResult, LoopConfig
     from vla_runtime.runtime.profiler import Profiler
-    from vla_runtime.runtime.recorder import EpisodeRecorder
     from vla_runtime.runtime.safety import ActionSafety, SafetyConfigError, SafetyLimits
     from vla_runtime.runtime.scheduler import Scheduler, SchedulerConfig
     from vla_runtime.runtime.trace import write_trace
 
+    if args.record:  # the recorder's packages, before any driver opens a port
+        _require_record_deps()
     policy = None
     if args.policy == "bundle":  # verify the bundle before anything can move
         policy, manifest, label = open_policy(args)
         action, control, defaults = manifest.action, manifest.control, manifest.safety
         kind, dim, horizon = action.kind, action.dim, action.horizon
         rate, replan = control.rate_hz, control.replan_every
-        bundle_name = str(args.bundle or manifest.model.get("name", "default"))
         _check_mapping(kind, desc)  # before any driver opens a port
     robot, camera, world = build_robot(desc, args.seed)
     try:
@@ -185,7 +247,7 @@ def run_episode(args, desc: RobotDescription) -> int:
             block = target_block(args.task)
             policy = ScriptedGraspPolicy(lambda: world.body_position(block), GraspScript())
             kind, dim, horizon, rate, replan = "ee_delta", 7, policy.script.horizon, 10.0, 2
-            defaults, bundle_name = SafetyDefaults(), "scripted"
+            defaults = SafetyDefaults()
             label = "scripted reach-and-grasp reference (reads the block position from the simulator)"
         rate = args.hz or rate
         replan = args.replan_every or replan
@@ -201,16 +263,16 @@ def run_episode(args, desc: RobotDescription) -> int:
             sched = Scheduler(timing, Profiler(1.0 / rate))
         except (SafetyConfigError, ValueError) as exc:
             raise UserError(f"{desc.source}: {exc}") from None
-        recorder = None
-        if args.record:
-            try:
-                recorder = EpisodeRecorder(args.record, args.task, rate, bundle_name, desc.name)
-            except ValueError as exc:
-                raise UserError(str(exc)) from None
         config = LoopConfig(args.steps, replan, args.asynchronous, limits.max_consecutive_rejects)
+        action = manifest.action if args.policy == "bundle" else None
+        recorder = open_recorder(args, desc, robot, policy, rate, kind, action) if args.record else None
         loop = ControlLoop(config, policy, robot, camera, safety, sched, recorder)
         start = world.body_position(target_block(args.task)) if world is not None else None
-        result = loop.run(args.task)
+        result = EpisodeResult(stop_reason="error: the loop did not return")
+        try:
+            result = loop.run(args.task)
+        finally:
+            recorded = recorder.close(result.stop_reason) if recorder is not None else None
     finally:
         for part in (robot, camera, policy):
             close = getattr(part, "close", None)
@@ -240,7 +302,7 @@ def run_episode(args, desc: RobotDescription) -> int:
     if args.trace:
         print(f"trace: {write_trace(sched.profiler, args.trace, extra)}")
     if recorder is not None:
-        print(f"recorded: {recorder.close()}")
+        print(recorded.line())
     if result.stop_reason == "completed":
         return 0
     if result.stop_reason == "interrupted":

@@ -21,7 +21,7 @@ import threading
 from dataclasses import dataclass, field
 
 import numpy as np
-from vla_runtime.runtime.recorder import EpisodeRecorder
+from vla_runtime.runtime.recorder import FlightRecorder, TickRecord
 from vla_runtime.runtime.robot import Camera, Robot
 from vla_runtime.runtime.safety import SafetyFilter, SafetyReport, SafetyStats
 from vla_runtime.runtime.scheduler import Scheduler
@@ -69,10 +69,12 @@ class ChunkCursor:
     def __init__(self):
         self.chunk: ActionChunk | None = None
         self.start_slot = 0  # slot of the observation the chunk was predicted from
+        self.chunk_id = -1  # inference id of the chunk (0 = the warm-up), for the recorder
 
     def set(self, chunk: ActionChunk, start_slot: int, now_slot: int) -> int:
         """Adopt a chunk; returns how many of its steps are already stale at `now_slot`."""
         self.chunk, self.start_slot = chunk, start_slot
+        self.chunk_id += 1  # chunks arrive in inference order: one request is in flight at a time
         return min(max(now_slot - start_slot, 0), chunk.horizon)
 
     def action_at(self, slot: int) -> np.ndarray | None:
@@ -142,7 +144,7 @@ class ControlLoop:
         camera: Camera,
         safety: SafetyFilter,
         scheduler: Scheduler,
-        recorder: EpisodeRecorder | None = None,
+        recorder: FlightRecorder | None = None,
     ):
         self.config, self.policy, self.robot, self.camera = config, policy, robot, camera
         self.safety, self.scheduler, self.recorder = safety, scheduler, recorder
@@ -212,7 +214,7 @@ class ControlLoop:
         with sched.section("state"):
             state = self.robot.read_state(now)
         replan = k - last_plan >= self.config.replan_every
-        frame = None
+        frame, inference = None, -1
         if replan or self.recorder is not None:
             with sched.section("capture"):
                 frame = self.camera.read(now)
@@ -227,12 +229,13 @@ class ControlLoop:
                 result.stale_steps_dropped += cursor.set(done[0], done[1], k)
             if replan and not worker.busy:
                 worker.submit(frame, state, k)
-                last_plan = k
+                last_plan, inference = k, result.inferences
         elif replan:
             t = self._clock()
             with sched.section("infer"):
                 chunk = self.policy.infer(frame, task, state)
             sched.profiler.record_stages(getattr(self.policy, "stage_times", {}) or {}, t)
+            inference = result.inferences
             result.inferences += 1
             result.stale_steps_dropped += cursor.set(chunk, k, k)
             last_plan = k
@@ -248,8 +251,13 @@ class ControlLoop:
         result.safety.add(report)
         if self.recorder is not None:
             with sched.section("record"):
-                state_vec = np.concatenate([state.joint_positions, [state.gripper]])
-                self.recorder.append(frame.image, state_vec, self.safety.executed_action(state, sent_q, sent_g))
+                self.recorder.record(TickRecord(
+                    k, now, {self.recorder.run.cameras[0]: frame.image},
+                    np.concatenate([state.joint_positions, [state.gripper]]), desired, command.action,
+                    np.concatenate([sent_q, [sent_g]]), self.safety.executed_action(state, sent_q, sent_g),
+                    report.interventions, report.held, cursor.chunk_id, k - cursor.start_slot, inference,
+                    sched.profiler.tick_stages_ms(), self._clock() > sched.deadline(k + 1),
+                ))
         sched.wait()
         return last_plan
 

@@ -63,6 +63,7 @@ class Profiler:
         self._truncated = False
         self._tick = -1
         self._tick_start = 0.0
+        self._tick_stages: dict[str, float] = {}  # seconds per loop stage of the current tick
         self.slots: list[int] = []  # slot index of each tick run
         self.starts: list[float] = []  # seconds, when each tick actually started
         self.lateness: list[float] = []  # seconds, start minus absolute deadline
@@ -75,6 +76,7 @@ class Profiler:
     def begin_tick(self, k: int, deadline: float, t_start: float) -> None:
         self._tick = k
         self._tick_start = t_start
+        self._tick_stages = {}
         self.slots.append(k)
         self.starts.append(t_start)
         self.lateness.append(t_start - deadline)
@@ -82,6 +84,8 @@ class Profiler:
     def record(self, name: str, t_start: float, seconds: float, track: str = "loop") -> None:
         """Add one span; `track` separates the loop thread from the inference thread."""
         tick = self._tick if track == "loop" else -1
+        if track == "loop":
+            self._tick_stages[name] = self._tick_stages.get(name, 0.0) + seconds
         with self._lock:
             self._samples.setdefault(name, []).append(seconds)
             if len(self._spans) < MAX_SPANS:
@@ -96,6 +100,10 @@ class Profiler:
         for name, seconds in stage_times.items():
             self.record(name, t, float(seconds), track)
             t += float(seconds)
+
+    def tick_stages_ms(self) -> dict[str, float]:
+        """The current tick's loop stages so far, in milliseconds (what the recorder stores)."""
+        return {name: seconds * 1e3 for name, seconds in self._tick_stages.items()}
 
     def end_tick(self, t_end: float, slack: float, missed: bool) -> None:
         self.record("work", self._tick_start, t_end - self._tick_start)
