@@ -12,10 +12,11 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from vla_runtime.common.typed_table import build
 from vla_runtime.drivers.base import ArmDriver, DriverError, JointReading, PortLost
 from vla_runtime.drivers.link import Link, LinkConfig
 from vla_runtime.drivers.servo_bus import ServoBus
@@ -178,16 +179,36 @@ class ServoArm(ArmDriver):
 
 
 # -- robot-description factories -------------------------------------------------------------------
+# The option dataclasses below are the robot file's schema for these drivers: the description
+# refuses any key they do not declare and type-checks the rest, so a new key is one field here.
+@dataclass(frozen=True, kw_only=True)
+class ServoBusOptions:
+    port: str  # serial device of the USB adapter (prefer /dev/serial/by-id/...), or a sim-device pty
+    baud: int = 1_000_000  # bits/s; set the servos to this rate with the vendor tool first
+    timeout_ms: float = 20.0  # per exchange; (retries + 1) attempts must fit well inside one tick
+    retries: int = 2  # extra attempts after a timeout or a corrupt reply
+
+    def __post_init__(self):
+        if not self.port:
+            raise ValueError('a servo bus needs port = "/dev/ttyUSB0" (or the path `vla-runtime sim-device` prints)')
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServoArmOptions(ServoBusOptions):
+    zero_ticks: int = 2048  # servo reading at joint zero before `offset` (mid-turn of a 4096-tick servo)
+    watchdog_ms: float = 500.0  # servos stop by themselves after this much host silence (where supported)
+    models: tuple[int, ...] = ()  # model numbers accepted at configure; empty = any
+    on_fault: str = "torque_off"  # after a fault: "torque_off" goes limp, "hold" stays stiff at the last goal
+
+
 # An arm and its gripper usually share one bus (one USB adapter), so buses are opened once per port
 # and reference counted; the last driver to close releases the port.
 _OPEN_BUSES: dict[tuple[str, str], list] = {}  # (family, real port path) -> [bus, users]
 
 
-def open_servo_bus(family: str, options: Mapping) -> ServoBus:
+def open_servo_bus(family: str, options: ServoBusOptions) -> ServoBus:
     """The bus for `[arm]`/`[gripper]` keys port, baud, timeout_ms, retries; shared per port."""
-    port = options.get("port")
-    if not port:
-        raise ValueError(f'a {family} bus needs port = "/dev/ttyUSB0" (or the path `vla-runtime sim-device` prints)')
+    port = options.port
     key = (family, os.path.realpath(port))
     if key in _OPEN_BUSES:
         _OPEN_BUSES[key][1] += 1
@@ -203,8 +224,8 @@ def open_servo_bus(family: str, options: Mapping) -> ServoBus:
     report = check_latency_timer(port)
     if not report.ok:
         logger.warning("%s", report.describe())
-    link_config = LinkConfig(timeout=float(options.get("timeout_ms", 20)) / 1e3, retries=int(options.get("retries", 2)))
-    transport = SerialTransport(SerialConfig(port, int(options.get("baud", 1_000_000)), exclusive=True))
+    link_config = LinkConfig(timeout=options.timeout_ms / 1e3, retries=options.retries)
+    transport = SerialTransport(SerialConfig(port, options.baud, exclusive=True))
     bus = bus_cls(Link(transport, decode, link_config))
     _OPEN_BUSES[key] = [bus, 1]
     return bus
@@ -223,20 +244,20 @@ def release_servo_bus(bus: ServoBus) -> None:
 
 
 def make_servo_arm(family: str, spec) -> ServoArm:
-    """Build from a robot description's [arm]: port, baud, zero_ticks, watchdog_ms, models, on_fault."""
-    opts = dict(spec.options)
-    zero = int(opts.get("zero_ticks", 2048))
+    """Build from a robot description's [arm] (ServoArmOptions keys) and its [[arm.joints]]."""
+    opts = build(ServoArmOptions, spec.options, "[arm]")
     joints = tuple(
         JointCalibration(
-            name=j.name, id=j.id, min=j.min, max=j.max, offset=j.offset, direction=j.direction, zero_ticks=zero
+            name=j.name, id=j.id, min=j.min, max=j.max, offset=j.offset, direction=j.direction,
+            zero_ticks=opts.zero_ticks,
         )
         for j in spec.joints
     )
     config = ServoArmConfig(
         joints=joints,
-        watchdog_s=float(opts.get("watchdog_ms", 500)) / 1e3,
-        expected_models=tuple(int(m) for m in opts.get("models", ())),
-        on_fault=str(opts.get("on_fault", "torque_off")),
+        watchdog_s=opts.watchdog_ms / 1e3,
+        expected_models=opts.models,
+        on_fault=opts.on_fault,
     )
     try:
         return ServoArm(open_servo_bus(family, opts), config)

@@ -13,7 +13,8 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
-from vla_runtime.drivers.arm import open_servo_bus, release_servo_bus
+from vla_runtime.common.typed_table import build
+from vla_runtime.drivers.arm import ServoBusOptions, open_servo_bus, release_servo_bus
 from vla_runtime.drivers.base import DriverError, GripperDriver, GripperReading
 from vla_runtime.drivers.servo_bus import ServoBus
 
@@ -104,18 +105,26 @@ class ServoGripper(GripperDriver):
         return self._opening(ticks)
 
 
+@dataclass(frozen=True, kw_only=True)
+class ServoGripperOptions(ServoBusOptions):
+    """The robot file's [gripper] keys for a servo jaw (the bus keys are shared with the arm)."""
+
+    id: int  # servo id of the jaw; read it with `vla-runtime drivers scan`
+    open_ticks: int  # servo reading with the jaws fully open
+    closed_ticks: int  # servo reading with the jaws closed on nothing
+    max_torque: float = 0.5  # fraction of servo torque at force = 1; cheap jaw servos burn out above ~0.5
+    watchdog_ms: float = 500.0  # the servo stops by itself after this much host silence (where supported)
+
+
 def make_servo_gripper(family: str, spec) -> ServoGripper:
-    """Build from a robot description's [gripper]: id, open_ticks, closed_ticks, max_torque, port, baud."""
-    opts = dict(spec.options)
-    missing = [k for k in ("id", "open_ticks", "closed_ticks") if k not in opts]
-    if missing:
-        raise ValueError(f"[gripper] driver = {family!r} needs {missing}; read them with `vla-runtime drivers scan`")
+    """Build from a robot description's [gripper] (ServoGripperOptions keys)."""
+    opts = build(ServoGripperOptions, spec.options, "[gripper]")
     config = ServoGripperConfig(
-        id=int(opts["id"]),
-        open_ticks=int(opts["open_ticks"]),
-        closed_ticks=int(opts["closed_ticks"]),
-        max_torque=float(opts.get("max_torque", 0.5)),
-        watchdog_s=float(opts.get("watchdog_ms", 500)) / 1e3,
+        id=opts.id,
+        open_ticks=opts.open_ticks,
+        closed_ticks=opts.closed_ticks,
+        max_torque=opts.max_torque,
+        watchdog_s=opts.watchdog_ms / 1e3,
     )
     try:
         return ServoGripper(open_servo_bus(family, opts), config)

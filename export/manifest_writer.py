@@ -18,6 +18,7 @@ from vla_runtime.export.onnx_export import OPSET, GraphInfo
 from vla_runtime.export.tokenizer import BOS, PROMPT_TEMPLATE
 from vla_runtime.runtime.bundle import hash_tree
 from vla_runtime.runtime.manifest import (
+    DEFAULT_CAMERA_VIEWS,
     SCHEMA_VERSION,
     ActionSpace,
     Control,
@@ -53,6 +54,7 @@ def siglip_preprocess(image_size: int) -> Preprocess:
         image_mean=tuple(float(v) for v in Processor.image_mean),
         image_std=tuple(float(v) for v in Processor.image_std),
         resample=resample,
+        camera_views=DEFAULT_CAMERA_VIEWS,  # the reference model reads one image, from the front view
     )
 
 

@@ -7,7 +7,6 @@ camera, policy, safety layer, scheduler and recorder are built here and handed t
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
 from pathlib import Path
@@ -29,7 +28,7 @@ def register(sub) -> None:
     p.add_argument("--head", choices=HEADS, default=None, help="head of the embedded default bundle (parallel)")
     p.add_argument("--policy", choices=("bundle", "scripted"), default="bundle",
                    help="'scripted': a model-free reach-and-grasp reference policy (sim only)")
-    p.add_argument("--robot", default="sim", help="built-in robot name or path to a robot TOML (default: sim)")
+    add_robot_args(p)
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"ticks to run (default {DEFAULT_STEPS})")
     add_timing_args(p)
     p.add_argument("--replan-every", type=int, metavar="K", help="ticks between inferences (default: bundle's)")
@@ -46,6 +45,22 @@ def register(sub) -> None:
                    help="record lossless rgb8 frames instead of JPEG (for INT8 calibration; ~15x larger)")
     p.add_argument("--seed", type=int, help="simulator seed (block placement)")
     p.set_defaults(func=cmd_run)
+
+
+def add_robot_args(p: argparse.ArgumentParser) -> None:
+    """--robot and --set, for every command that loads a robot description."""
+    p.add_argument("--robot", default="sim", help="built-in robot name or path to a robot TOML (default: sim)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a robot-file key, e.g. --set arm.port=/dev/ttyUSB1 "
+                        "--set cameras.front.device=/dev/video2 (repeatable; values are TOML literals or text)")
+
+
+def load_robot(args) -> RobotDescription:
+    """The description --robot names, with the --set overrides applied; one-line errors."""
+    try:
+        return load_robot_description(args.robot, args.overrides)
+    except RobotDescriptionError as exc:
+        raise UserError(str(exc)) from None
 
 
 def add_timing_args(p: argparse.ArgumentParser) -> None:
@@ -85,13 +100,18 @@ def open_policy(args):
     return policy, m, label
 
 
-def build_robot(desc: RobotDescription, seed: int | None = None):
-    """(robot, camera, world) from a description; world is the simulator or None."""
+def build_robot(desc: RobotDescription, seed: int | None = None, views: tuple[str, ...] | None = None):
+    """(robot, cameras {view: Camera}, world) from a description; world is the simulator or None.
+
+    Only the cameras named in `views` are opened (default: all); the others stay closed.
+    """
+    specs = desc.cameras_for(views) if views is not None else tuple(desc.cameras.values())
+    world = robot = None
     if desc.arm.driver == "sim":
-        if (desc.gripper and desc.gripper.driver != "sim") or desc.camera.kind != "sim":
-            raise UserError(f"{desc.source}: a sim arm needs [gripper] driver = 'sim' and [camera] kind = 'sim'")
+        if desc.gripper and desc.gripper.driver != "sim":
+            raise UserError(f"{desc.source}: a sim arm needs [gripper] driver = 'sim'")
         try:
-            from vla_runtime.runtime.sim.robot import SimCamera, SimRobot
+            from vla_runtime.runtime.sim.robot import SimRobot
             from vla_runtime.runtime.sim.world import SimConfig, SimWorld
         except ImportError as exc:
             raise UserError(f"the simulated robot needs MuJoCo ({exc}); pip install 'vla-runtime[sim]'") from None
@@ -100,28 +120,49 @@ def build_robot(desc: RobotDescription, seed: int | None = None):
             options["seed"] = seed
         try:
             world = SimWorld(SimConfig(**options))
-            camera = SimCamera(world, desc.camera.width, desc.camera.height, desc.camera.options.get("name", "front"))
-        except (TypeError, ValueError, KeyError) as exc:
-            raise UserError(f"{desc.source}: bad [sim] or [camera] settings ({exc})") from None
-        return SimRobot(world, desc.name), camera, world
-    from vla_runtime.runtime.robot import DriverRobot
+        except (TypeError, ValueError) as exc:
+            raise UserError(f"{desc.source}: bad [sim] settings ({exc})") from None
+        robot = SimRobot(world, desc.name)
+    cameras = {}
+    try:
+        for spec in specs:
+            cameras[spec.name] = _make_camera(spec, world, desc.source)
+        if robot is None:
+            from vla_runtime.runtime.robot import DriverRobot
 
-    arm = _make_device("arm", desc.arm.driver, desc.arm, desc.source)
-    gripper = _make_device("gripper", desc.gripper.driver, desc.gripper, desc.source) if desc.gripper else None
-    camera = _make_device("camera", desc.camera.kind, desc.camera, desc.source)
-    return DriverRobot(desc.name, arm, gripper), camera, None
+            arm = _make_device("arm", desc.arm.driver, desc.arm, desc.source)
+            gripper = _make_device("gripper", desc.gripper.driver, desc.gripper, desc.source) if desc.gripper else None
+            robot = DriverRobot(desc.name, arm, gripper)
+    except BaseException:
+        for camera in cameras.values():
+            camera.close()
+        raise
+    return robot, cameras, world
+
+
+def _make_camera(spec, world, source: str):
+    if spec.kind != "sim":
+        return _make_device("camera", spec.kind, spec, source)
+    where = f"{source}: [cameras.{spec.name}]"
+    if world is None:
+        raise UserError(f"{where} kind = 'sim' renders the simulator; it needs [arm] driver = 'sim'")
+    from vla_runtime.runtime.sim.robot import SimCamera, SimCameraOptions
+
+    try:
+        o = SimCameraOptions(**spec.options)
+        return SimCamera(world, o.width, o.height, o.camera)
+    except ValueError as exc:
+        raise UserError(f"{where} {exc}") from None
 
 
 def _make_device(role: str, driver: str, spec, source: str):
-    """Driver registry by naming convention: module vla_runtime.drivers.<driver> provides make_<role>(spec)."""
-    module_name = f"vla_runtime.drivers.{driver.replace('-', '_')}"
+    """Driver registry by naming convention (runtime.driver_registry): the module's make_<role>(spec)."""
+    from vla_runtime.runtime.driver_registry import DriverLookupError, driver_module
+
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise UserError(f"{source}: {role} driver {driver!r} is unavailable ({exc}); check the name") from None
-    factory = getattr(module, f"make_{role}", None)
-    if factory is None:
-        raise UserError(f"{source}: {module_name} provides no {role} (make_{role}); pick another {role} driver")
+        factory = getattr(driver_module(role, driver), f"make_{role}")
+    except DriverLookupError as exc:
+        raise UserError(f"{source}: {exc}") from None
     try:
         return factory(spec)
     except (ValueError, OSError) as exc:
@@ -139,11 +180,7 @@ def cmd_run(args) -> int:
         raise UserError("--policy scripted runs without a bundle; drop --bundle / --head")
     if not (0 <= args.rt_priority <= 99):
         raise UserError(f"--rt-priority {args.rt_priority}: must be 0 (off) or 1..99")
-    try:
-        desc = load_robot_description(args.robot)
-    except RobotDescriptionError as exc:
-        raise UserError(str(exc)) from None
-    return run_episode(args, desc)
+    return run_episode(args, load_robot(args))
 
 
 
@@ -163,7 +200,7 @@ def _check_mapping(kind: str, desc: RobotDescription) -> None:
         )
 
 
-def open_recorder(args, desc: RobotDescription, robot, policy, rate: float, kind: str, action):
+def open_recorder(args, desc: RobotDescription, robot, policy, rate: float, kind: str, action, views=("front",)):
     """The flight recorder for --record, opened (file, channels, attachments) before tick 0."""
     import hashlib
 
@@ -183,7 +220,7 @@ def open_recorder(args, desc: RobotDescription, robot, policy, rate: float, kind
     dim = len(action.names) if action is not None else 7
     run = RunInfo(
         task=args.task, rate_hz=rate, bundle=bundle_name, bundle_id=bundle_id, robot=desc.name,
-        robot_file=str(args.robot), cameras=(getattr(desc.camera, "options", {}).get("name", "front"),),
+        robot_file=str(args.robot), cameras=tuple(views),
         joint_names=tuple(robot.joint_names), action_kind=kind,
         action_names=tuple(action.names) if action is not None else tuple(f"a{i}" for i in range(dim)),
         action_units=tuple(action.units) if action is not None else (),
@@ -237,7 +274,15 @@ def run_episode(args, desc: RobotDescription) -> int:
         kind, dim, horizon = action.kind, action.dim, action.horizon
         rate, replan = control.rate_hz, control.replan_every
         _check_mapping(kind, desc)  # before any driver opens a port
-    robot, camera, world = build_robot(desc, args.seed)
+        views = manifest.preprocess.camera_views
+    else:
+        views = (next(iter(desc.cameras)),)  # the scripted policy reads no pixels; the recorder does
+    try:
+        view = desc.cameras_for(views)[0]  # a missing view is refused before any driver opens
+    except RobotDescriptionError as exc:
+        raise UserError(str(exc)) from None
+    robot, cameras, world = build_robot(desc, args.seed, views)
+    camera = cameras[view.name]
     try:
         if args.policy == "scripted":
             from vla_runtime.runtime.scripted import GraspScript, ScriptedGraspPolicy
@@ -263,9 +308,9 @@ def run_episode(args, desc: RobotDescription) -> int:
             sched = Scheduler(timing, Profiler(1.0 / rate))
         except (SafetyConfigError, ValueError) as exc:
             raise UserError(f"{desc.source}: {exc}") from None
-        config = LoopConfig(args.steps, replan, args.asynchronous, limits.max_consecutive_rejects)
+        config = LoopConfig(args.steps, replan, args.asynchronous, limits.max_consecutive_rejects, view.max_age)
         action = manifest.action if args.policy == "bundle" else None
-        recorder = open_recorder(args, desc, robot, policy, rate, kind, action) if args.record else None
+        recorder = open_recorder(args, desc, robot, policy, rate, kind, action, views) if args.record else None
         loop = ControlLoop(config, policy, robot, camera, safety, sched, recorder)
         start = world.body_position(target_block(args.task)) if world is not None else None
         result = EpisodeResult(stop_reason="error: the loop did not return")
@@ -274,7 +319,7 @@ def run_episode(args, desc: RobotDescription) -> int:
         finally:
             recorded = recorder.close(result.stop_reason) if recorder is not None else None
     finally:
-        for part in (robot, camera, policy):
+        for part in (robot, *cameras.values(), policy):
             close = getattr(part, "close", None)
             if close is not None:
                 close()

@@ -49,6 +49,8 @@ PRECISIONS = ("fp32", "fp16", "int8", "int8-cpu")
 GRAPH_FORMATS = ("onnx", "tensorrt")
 DTYPES = ("float32", "float16", "int64", "int32", "bool", "uint8")
 
+DEFAULT_CAMERA_VIEWS = ("front",)  # bundles without preprocess.camera_views read the robot's [cameras.front]
+
 
 class ManifestError(ValueError):
     """A bundle manifest is malformed; the message names the field and the fix."""
@@ -110,8 +112,12 @@ class Preprocess:
     image_mean: tuple[float, float, float]  # per RGB channel, after rescale
     image_std: tuple[float, float, float]  # per RGB channel, after rescale
     resample: str = "bilinear"  # interpolation used by the exported processor
+    # the robot's [cameras.NAME] views feeding the image input(s), in order; one today
+    camera_views: tuple[str, ...] = DEFAULT_CAMERA_VIEWS
 
     def __post_init__(self):
+        if not self.camera_views or len(set(self.camera_views)) != len(self.camera_views):
+            raise ManifestError(f"preprocess.camera_views must name distinct views, got {list(self.camera_views)}")
         if self.image_size <= 0:
             raise ManifestError("preprocess.image_size must be a positive number of pixels")
         if len(self.image_mean) != 3 or len(self.image_std) != 3:

@@ -11,7 +11,8 @@ import logging
 from abc import ABC, abstractmethod
 
 import numpy as np
-from vla_runtime.runtime.types import Frame, RobotState
+from vla_runtime.drivers.cameras.base import Camera  # noqa: F401 - the camera seam, re-exported for the loop
+from vla_runtime.runtime.types import RobotState
 
 logger = logging.getLogger(__name__)
 
@@ -48,17 +49,6 @@ def rotation_vector(m: np.ndarray) -> np.ndarray:
         axis = np.sqrt(np.clip((np.diag(m) + 1.0) / 2.0, 0.0, None))
         norm = np.linalg.norm(axis)
     return axis / norm * angle
-
-
-class Camera(ABC):
-    """Delivers RGB frames stamped with their capture time."""
-
-    @abstractmethod
-    def read(self, now: float) -> Frame:
-        """Return the newest frame (uint8 [H, W, 3], RGB)."""
-
-    def close(self) -> None:  # noqa: B027 - optional hook
-        """Release the device."""
 
 
 class Kinematics(ABC):

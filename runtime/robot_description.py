@@ -1,4 +1,4 @@
-"""The robot description: one TOML file naming the drivers, joints, camera, action mapping and limits.
+"""The robot description: one TOML file naming the drivers, joints, cameras, action mapping and limits.
 
 A description is data, so the same runtime drives the simulated tabletop and a real arm; the
 CLI's main turns it into objects. Built-in descriptions are found by name (`sim`) in the
@@ -6,25 +6,40 @@ packaged `runtime/robots/` and `drivers/robots/` folders; anything else is a pat
 
 Format::
 
-    [robot]   name, kind
-    [arm]     driver = "sim" | "dynamixel" | "feetech" | "ur-rtde" | ..., plus driver keys (port, baud, host)
-    [[arm.joints]]  name, id, offset (rad), direction (+1/-1), min, max (rad), max_velocity (rad/s)
-    [gripper] driver = "sim" | "robotiq" | "dynamixel" | ..., plus driver keys   (optional)
-    [camera]  kind = "sim" | "v4l2" | ..., width, height (px), plus camera keys
-    [action]  mapping = "ee_delta" (through IK) | "joint_position"
-    [safety]  overrides of the bundle's safety defaults (see runtime.safety.SafetyLimits)
-    [sim]     seed, block_jitter (m)   (simulated robots only)
+    [robot]          name, kind
+    [arm]            driver = "sim" | "dynamixel" | "feetech" | "ur-rtde" | ..., plus that driver's keys
+    [[arm.joints]]   name, id, offset (rad), direction (+1/-1), min, max (rad), max_velocity (rad/s)
+    [gripper]        driver = "sim" | "robotiq" | "dynamixel" | ..., plus that driver's keys   (optional)
+    [cameras.NAME]   kind = "sim" | "v4l2" | "video", max_age (s), plus that kind's keys; one table per view
+    [action]         mapping = "ee_delta" (through IK) | "joint_position"
+    [safety]         overrides of the bundle's safety defaults (runtime.safety.SafetyLimits)
+    [sim]            seed, block_jitter (m)   (driver = "sim" only; runtime.sim.world.SimConfig)
+
+The file is strict: every key is declared by a frozen dataclass field (with its type and
+default), and any other key is refused with the nearest valid one suggested. Where a key is
+declared, so where to add one (one field):
+
+    [robot] RobotSection, [action] ActionSection, [[arm.joints]] JointSpec (this module)
+    [arm] / [gripper] / [cameras.NAME]  the generic keys: ArmSpec / DeviceSpec / CameraSpec fields
+        (this module); the driver's own keys: the ARM_OPTIONS / GRIPPER_OPTIONS / CAMERA_OPTIONS
+        dataclass of the driver module (see runtime.driver_registry)
+    [safety] runtime.safety.SafetyLimits        [sim] runtime.sim.world.SimConfig
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
+
+from vla_runtime.common.typed_table import Key, TableError, check_table, declared_keys, suggest
+from vla_runtime.runtime.driver_registry import SIM, DriverLookupError, options_class
+from vla_runtime.runtime.robot_overrides import OverrideError, apply_overrides
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -35,6 +50,7 @@ logger = logging.getLogger(__name__)
 
 BUILTIN_FOLDERS = (("vla_runtime.runtime", "robots"), ("vla_runtime.drivers", "robots"))
 MAPPINGS = ("ee_delta", "joint_position")
+NOT_A_KEY = {"table": False}  # dataclass field metadata: filled by the parser, not written in the file
 
 
 class RobotDescriptionError(ValueError):
@@ -42,12 +58,23 @@ class RobotDescriptionError(ValueError):
 
 
 @dataclass(frozen=True)
+class RobotSection:
+    name: str  # shown in reports and recorded episodes
+    kind: str = "arm"  # free-form, e.g. "tabletop-arm"
+
+
+@dataclass(frozen=True)
+class ActionSection:
+    mapping: str = "ee_delta"  # "ee_delta" (end-effector deltas through IK) or "joint_position"
+
+
+@dataclass(frozen=True)
 class JointSpec:
     name: str  # joint name, also the order of every joint array
-    id: int  # servo id on the bus (ignored by the sim)
     min: float  # radians; lower position limit enforced by the safety layer
     max: float  # radians; upper position limit
     max_velocity: float  # rad/s; per-tick step limit = max_velocity * period
+    id: int = 0  # servo id on the bus (ignored by the sim); when omitted, the joint's position in the list (from 1)
     offset: float = 0.0  # radians added by the driver between servo zero and joint zero
     direction: int = 1  # +1 or -1: servo rotation sense relative to the joint
 
@@ -63,24 +90,27 @@ class JointSpec:
 @dataclass(frozen=True)
 class DeviceSpec:
     driver: str  # registry name: the sim, or a module under vla_runtime.drivers
-    options: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))  # driver keys: port, baud, host
+    # the driver's own keys (port, baud, host, ...), type-checked against its options dataclass
+    options: MappingProxyType = field(default_factory=lambda: MappingProxyType({}), metadata=NOT_A_KEY)
 
 
 @dataclass(frozen=True)
 class ArmSpec(DeviceSpec):
-    joints: tuple[JointSpec, ...] = ()  # in command order
+    joints: tuple[JointSpec, ...] = field(default=(), metadata=NOT_A_KEY)  # in command order
 
 
 @dataclass(frozen=True)
 class CameraSpec:
-    kind: str  # "sim" or a camera driver name
-    width: int = 224  # pixels
-    height: int = 224  # pixels
-    options: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))  # name, device, ...
+    name: str = field(metadata=NOT_A_KEY)  # the view name: NAME of [cameras.NAME], matched to the bundle's views
+    kind: str  # "sim" or a module under vla_runtime.drivers.cameras ("v4l2", "video")
+    # seconds; a frame older than this is not inferred on: the arm finishes its chunk, then holds
+    max_age: float = 0.5
+    # the kind's own keys (device, width, path, ...), type-checked against its options dataclass
+    options: MappingProxyType = field(default_factory=lambda: MappingProxyType({}), metadata=NOT_A_KEY)
 
     def __post_init__(self):
-        if not (16 <= self.width <= 4096 and 16 <= self.height <= 4096):
-            raise RobotDescriptionError(f"[camera] size {self.width}x{self.height} is out of 16..4096 pixels")
+        if self.max_age <= 0:
+            raise RobotDescriptionError(f"[cameras.{self.name}] max_age must be > 0 seconds")
 
 
 @dataclass(frozen=True)
@@ -89,10 +119,10 @@ class RobotDescription:
     kind: str  # free-form, e.g. "tabletop-arm"
     arm: ArmSpec
     gripper: DeviceSpec | None
-    camera: CameraSpec
+    cameras: MappingProxyType  # view name -> CameraSpec, in file order
     mapping: str  # "ee_delta" or "joint_position"
-    safety: MappingProxyType  # overrides of the bundle's SafetyDefaults
-    sim: MappingProxyType  # simulator settings (seed, block_jitter)
+    safety: MappingProxyType  # overrides of the bundle's SafetyDefaults, type-checked
+    sim: MappingProxyType  # simulator settings (seed, block_jitter), type-checked
     source: str  # where it was loaded from, for messages
 
     def __post_init__(self):
@@ -103,6 +133,8 @@ class RobotDescription:
         names = [j.name for j in self.arm.joints]
         if len(set(names)) != len(names):
             raise RobotDescriptionError(f"{self.source}: [[arm.joints]] names must be unique, got {names}")
+        if not self.cameras:
+            raise RobotDescriptionError(f"{self.source}: needs at least one [cameras.NAME] table, e.g. [cameras.front]")
 
     @property
     def joint_min(self) -> tuple[float, ...]:
@@ -116,6 +148,17 @@ class RobotDescription:
     def joint_max_velocity(self) -> tuple[float, ...]:
         return tuple(j.max_velocity for j in self.arm.joints)
 
+    def cameras_for(self, views: Sequence[str]) -> tuple[CameraSpec, ...]:
+        """The cameras feeding `views` (the bundle's), in that order; a missing view is refused in one line."""
+        missing = [v for v in views if v not in self.cameras]
+        if missing:
+            have = ", ".join(f"[cameras.{n}]" for n in self.cameras)
+            raise RobotDescriptionError(
+                f"{self.source}: the bundle needs camera view {missing[0]!r}{suggest(missing[0], self.cameras)}"
+                f" but the robot file has {have}; name a camera table [cameras.{missing[0]}]"
+            )
+        return tuple(self.cameras[v] for v in views)
+
 
 def builtin_names() -> list[str]:
     names = []
@@ -128,18 +171,18 @@ def builtin_names() -> list[str]:
     return sorted(set(names))
 
 
-def load_robot_description(name_or_path: str) -> RobotDescription:
-    """A built-in name (`sim`) or a path to a TOML file."""
+def load_robot_description(name_or_path: str, overrides: Sequence[str] = ()) -> RobotDescription:
+    """A built-in name (`sim`) or a path to a TOML file, with `--set key.path=value` overrides applied."""
     path = Path(name_or_path).expanduser()
     if path.suffix == ".toml" or path.exists():
         if not path.is_file():
             raise RobotDescriptionError(f"{path}: robot description not found; check the path")
-        return parse_robot_description(path.read_text(), str(path))
+        return parse_robot_description(path.read_text(), str(path), overrides)
     for package, folder in BUILTIN_FOLDERS:
         try:
             res = resources.files(package).joinpath(folder, f"{name_or_path}.toml")
             if res.is_file():
-                return parse_robot_description(res.read_text(), f"built-in robot {name_or_path!r}")
+                return parse_robot_description(res.read_text(), f"built-in robot {name_or_path!r}", overrides)
         except (ModuleNotFoundError, FileNotFoundError, NotADirectoryError):
             continue
     raise RobotDescriptionError(
@@ -147,89 +190,154 @@ def load_robot_description(name_or_path: str) -> RobotDescription:
     )
 
 
-def parse_robot_description(text: str, source: str = "<robot description>") -> RobotDescription:
+def parse_robot_description(
+    text: str, source: str = "<robot description>", overrides: Sequence[str] = ()
+) -> RobotDescription:
+    """Parse, apply `--set` overrides, then check every table strictly; errors are one line naming `source`."""
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise RobotDescriptionError(f"{source}: not valid TOML ({exc}); fix the syntax") from None
     try:
-        return _build(doc, source)
-    except RobotDescriptionError as exc:
+        original = doc
+        if overrides:
+            doc = apply_overrides(doc, overrides)
+            source = f"{source} (with --set)"
+        return _build(doc, source, original)
+    except (RobotDescriptionError, TableError, OverrideError, DriverLookupError) as exc:
         msg = str(exc)
         raise RobotDescriptionError(msg if msg.startswith(source) else f"{source}: {msg}") from None
 
 
-def _table(doc: dict, key: str, source: str, required: bool = True) -> dict | None:
+
+
+# -- building: every table checked against the dataclasses that declare its keys ----------------------
+SECTIONS = ("robot", "arm", "gripper", "cameras", "action", "safety", "sim")
+
+
+def _build(doc: dict, source: str, original: dict) -> RobotDescription:
+    unknown = [k for k in doc if k not in SECTIONS]
+    if unknown:
+        hint = suggest(unknown[0], SECTIONS)
+        if unknown[0] == "camera":
+            hint = "; write one [cameras.NAME] table per camera, e.g. [cameras.front]"
+        raise RobotDescriptionError(f"unknown section [{unknown[0]}]{hint} (sections: {', '.join(SECTIONS)})")
+    robot = check_table(_table(doc, "robot"), declared_keys(RobotSection), "[robot]")
+    robot = RobotSection(**robot)
+    arm = _arm(_table(doc, "arm"), original.get("arm"))
+    gripper = None
+    if "gripper" in doc:
+        gripper = _device(DeviceSpec, "gripper", _table(doc, "gripper"), original.get("gripper"), "[gripper]")
+    cameras_doc = _table(doc, "cameras", required=False) or {}
+    cameras = {}
+    for name, table in cameras_doc.items():
+        where = f"[cameras.{name}]"
+        if not isinstance(table, dict):
+            raise RobotDescriptionError(f"{where} must be a table of camera keys, e.g. kind = \"v4l2\"")
+        old = (original.get("cameras") or {}).get(name)
+        cameras[name] = _device(CameraSpec, "camera", table, old, where, name=name)
+    action_doc = _table(doc, "action", required=False) or {}
+    action = ActionSection(**check_table(action_doc, declared_keys(ActionSection), "[action]"))
+    safety = _plain_section(doc, "safety")
+    sim = {}
+    if "sim" in doc:
+        if arm.driver != SIM:
+            raise RobotDescriptionError(f"[sim] only applies to [arm] driver = 'sim', not {arm.driver!r}; remove it")
+        sim = _plain_section(doc, "sim")
+    return RobotDescription(
+        name=robot.name,
+        kind=robot.kind,
+        arm=arm,
+        gripper=gripper,
+        cameras=MappingProxyType(cameras),
+        mapping=action.mapping,
+        safety=MappingProxyType(safety),
+        sim=MappingProxyType(sim),
+        source=source,
+    )
+
+
+def _table(doc: dict, key: str, required: bool = True) -> dict | None:
     value = doc.get(key)
     if value is None:
         if required:
-            raise RobotDescriptionError(f"{source}: missing [{key}] section")
+            raise RobotDescriptionError(f"missing [{key}] section")
         return None
     if not isinstance(value, dict):
-        raise RobotDescriptionError(f"{source}: [{key}] must be a table")
+        raise RobotDescriptionError(f"[{key}] must be a table")
     return value
 
 
-def _get(table: dict, key: str, kind: type, where: str, default: Any = ...) -> Any:
-    if key not in table:
-        if default is ...:
-            raise RobotDescriptionError(f"{where}: missing key {key!r}")
-        return default
-    value = table[key]
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
-        raise RobotDescriptionError(f"{where}: {key} must be a {kind.__name__}, got {value!r}")
-    return value
-
-
-def _build(doc: dict, source: str) -> RobotDescription:
-    known = {"robot", "arm", "gripper", "camera", "action", "safety", "sim"}
-    unknown = sorted(set(doc) - known)
-    if unknown:
-        raise RobotDescriptionError(f"unknown section(s) {unknown}; expected {sorted(known)}")
-    robot = _table(doc, "robot", source)
-    arm = dict(_table(doc, "arm", source))
-    joints_doc = arm.pop("joints", [])
-    if not isinstance(joints_doc, list):
+def _arm(table: dict, original: dict | None) -> ArmSpec:
+    table = dict(table)
+    joints_doc = table.pop("joints", [])
+    if not isinstance(joints_doc, list) or not all(isinstance(j, dict) for j in joints_doc):
         raise RobotDescriptionError("[arm] joints must be written as [[arm.joints]] tables")
+    joint_keys = declared_keys(JointSpec)
     joints = []
     for i, j in enumerate(joints_doc):
-        where = f"[[arm.joints]] #{i + 1}"
-        joints.append(
-            JointSpec(
-                name=_get(j, "name", str, where),
-                id=_get(j, "id", int, where, i + 1),
-                min=_get(j, "min", float, where),
-                max=_get(j, "max", float, where),
-                max_velocity=_get(j, "max_velocity", float, where),
-                offset=_get(j, "offset", float, where, 0.0),
-                direction=_get(j, "direction", int, where, 1),
-            )
-        )
-    arm_driver = _get(arm, "driver", str, "[arm]")
-    arm_spec = ArmSpec(arm_driver, MappingProxyType({k: v for k, v in arm.items() if k != "driver"}), tuple(joints))
-    gripper_doc = _table(doc, "gripper", source, required=False)
-    gripper = None
-    if gripper_doc is not None:
-        opts = {k: v for k, v in gripper_doc.items() if k != "driver"}
-        gripper = DeviceSpec(_get(gripper_doc, "driver", str, "[gripper]"), MappingProxyType(opts))
-    cam = _table(doc, "camera", source)
-    camera = CameraSpec(
-        kind=_get(cam, "kind", str, "[camera]"),
-        width=_get(cam, "width", int, "[camera]", 224),
-        height=_get(cam, "height", int, "[camera]", 224),
-        options=MappingProxyType({k: v for k, v in cam.items() if k not in ("kind", "width", "height")}),
-    )
-    action = _table(doc, "action", source, required=False) or {}
-    return RobotDescription(
-        name=_get(robot, "name", str, "[robot]"),
-        kind=_get(robot, "kind", str, "[robot]", "arm"),
-        arm=arm_spec,
-        gripper=gripper,
-        camera=camera,
-        mapping=_get(action, "mapping", str, "[action]", "ee_delta"),
-        safety=MappingProxyType(dict(_table(doc, "safety", source, required=False) or {})),
-        sim=MappingProxyType(dict(_table(doc, "sim", source, required=False) or {})),
-        source=source,
-    )
+        label = f" ({j['name']})" if isinstance(j.get("name"), str) else ""
+        values = check_table(j, joint_keys, f"[[arm.joints]] #{i + 1}{label}")
+        joints.append(JointSpec(**{"id": i + 1, **values}))
+    spec = _device(ArmSpec, "arm", table, original, "[arm]")
+    return ArmSpec(**{**_fields_of(spec), "joints": tuple(joints)})
+
+
+def _device(cls: type, role: str, table: dict, original: dict | None, where: str, **filled: Any):
+    """A DeviceSpec/ArmSpec/CameraSpec: its own keys from `cls`, the rest declared by the driver it names."""
+    selector = "kind" if role == "camera" else "driver"
+    generic = declared_keys(cls)
+    driver = table.get(selector)
+    if not isinstance(driver, str):
+        check_table({selector: driver} if selector in table else {}, {selector: generic[selector]}, where)
+    own = _driver_keys(role, driver)
+    table = _drop_switched(role, selector, table, original, own, where)
+    keys = {**own, **generic}
+    values = check_table(table, keys, where)
+    options = {k: v for k, v in values.items() if k not in generic}
+    return cls(**{k: v for k, v in values.items() if k in generic}, options=MappingProxyType(options), **filled)
+
+
+def _driver_keys(role: str, driver: str) -> dict[str, Key]:
+    cls = options_class(role, driver)
+    return declared_keys(cls) if cls is not None else {}
+
+
+def _drop_switched(role: str, selector: str, table: dict, original: dict | None, own: dict, where: str) -> dict:
+    """After `--set X.driver=other`, drop the file's keys that belong only to the driver it replaced.
+
+    Only keys the old driver declares, the new one does not, and --set did not touch are dropped,
+    so a typo is still refused; this is what lets one file's v4l2 camera become a video camera.
+    """
+    if not isinstance(original, dict) or original.get(selector) in (None, table.get(selector)):
+        return table
+    try:
+        old = _driver_keys(role, original[selector])
+    except (DriverLookupError, TypeError, AttributeError):
+        return table
+    dropped = [k for k in table if k in old and k not in own and original.get(k) == table[k]]
+    if dropped:
+        logger.info("%s: %s replaced by --set; dropped its keys %s", where, selector, dropped)
+    return {k: v for k, v in table.items() if k not in dropped}
+
+
+def _plain_section(doc: dict, key: str) -> dict:
+    """[safety] / [sim]: checked against the dataclass that consumes the section; every key optional."""
+    table = _table(doc, key, required=False) or {}
+    return check_table(table, declared_keys(_section_class(key)), f"[{key}]", partial=True)
+
+
+def _section_class(key: str) -> type:
+    if key == "safety":
+        from vla_runtime.runtime.safety import SafetyLimits
+
+        return SafetyLimits
+    try:
+        from vla_runtime.runtime.sim.world import SimConfig
+    except ImportError as exc:
+        raise RobotDescriptionError(f"[sim] needs MuJoCo ({exc}); pip install 'vla-runtime[sim]'") from None
+    return SimConfig
+
+
+def _fields_of(obj: Any) -> dict[str, Any]:
+    return {name: getattr(obj, name) for name in obj.__dataclass_fields__}

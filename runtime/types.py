@@ -6,12 +6,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import numpy as np
-
-
-@dataclass(frozen=True)
-class Frame:
-    image: np.ndarray  # uint8 [H, W, 3], RGB
-    t_capture: float  # seconds, time.monotonic() when the pixels were read
+from vla_runtime.drivers.cameras.base import Frame  # cameras are drivers; the frame type lives with them
 
 
 @dataclass(frozen=True)

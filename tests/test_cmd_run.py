@@ -122,10 +122,10 @@ def test_user_mistakes_get_one_line_and_no_traceback(args, message, capsys):
 def test_action_space_mismatch_is_caught_before_any_port_opens(tiny_bundle, tmp_path, capsys):
     robot = tmp_path / "arm.toml"
     robot.write_text(
-        '[robot]\nname = "bench"\n[arm]\ndriver = "no-such-driver"\n'
+        '[robot]\nname = "bench"\n[arm]\ndriver = "dynamixel"\nport = "/nonexistent/ttyUSB9"\n'
         '[[arm.joints]]\nname = "j1"\nmin = -1.0\nmax = 1.0\nmax_velocity = 1.0\n'
-        '[camera]\nkind = "v4l2"\n[action]\nmapping = "joint_position"\n'
+        '[cameras.front]\nkind = "v4l2"\n[action]\nmapping = "joint_position"\n'
     )
     rc = main(["--bundle", str(tiny_bundle("parallel")), "--robot", str(robot)])
     err = capsys.readouterr().err
-    assert rc == 2 and "emits ee_delta actions" in err and "no-such-driver" not in err
+    assert rc == 2 and "emits ee_delta actions" in err and "ttyUSB9" not in err

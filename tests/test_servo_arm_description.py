@@ -47,16 +47,19 @@ def test_description_builds_a_shared_bus_arm_and_gripper(filename, port, sim_cls
 
 
 def test_missing_port_and_gripper_keys_are_one_line_errors():
-    from vla_runtime.drivers.dynamixel import make_arm, make_gripper
+    from vla_runtime.drivers.dynamixel import make_arm
 
-    desc = robot_description.parse_robot_description(
-        '[robot]\nname="x"\n[arm]\ndriver="dynamixel"\n[[arm.joints]]\nname="a"\nmin=-1\nmax=1\nmax_velocity=1\n'
-        '[gripper]\ndriver="dynamixel"\nport="/dev/null"\n[camera]\nkind="v4l2"\n'
+    text = (
+        '[robot]\nname="x"\n[arm]\ndriver="dynamixel"\nport="/dev/null"\n'
+        '[[arm.joints]]\nname="a"\nmin=-1\nmax=1\nmax_velocity=1\n'
+        '[gripper]\ndriver="dynamixel"\nport="/dev/null"\nid=6\nopen_ticks=1\nclosed_ticks=2\n'
+        '[cameras.front]\nkind="v4l2"\n'
     )
-    with pytest.raises(ValueError, match='needs port = "/dev/ttyUSB0"'):
-        make_arm(desc.arm)
-    with pytest.raises(ValueError, match=r"needs \['id', 'open_ticks', 'closed_ticks'\]"):
-        make_gripper(desc.gripper)
+    desc = robot_description.parse_robot_description(text, "x.toml")
+    with pytest.raises(robot_description.RobotDescriptionError, match=r"x.toml: \[arm\] missing key 'port'"):
+        robot_description.parse_robot_description(text.replace('port="/dev/null"\n[[', "[["), "x.toml")
+    with pytest.raises(robot_description.RobotDescriptionError, match=r"\[gripper\] missing key 'id'"):
+        robot_description.parse_robot_description(text.replace("id=6\n", ""), "x.toml")
     bad = desc.arm.__class__("dynamixel", {"port": "/nonexistent/ttyUSB7"}, desc.arm.joints)
     with pytest.raises(ConnectionError, match="cannot open serial port /nonexistent/ttyUSB7"):
         make_arm(bad)

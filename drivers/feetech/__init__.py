@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from vla_runtime.drivers.arm import ServoArmOptions as ARM_OPTIONS
+from vla_runtime.drivers.gripper_servo import ServoGripperOptions as GRIPPER_OPTIONS
+
+__all__ = ["ARM_OPTIONS", "GRIPPER_OPTIONS", "make_arm", "make_gripper"]
+
 
 def make_arm(spec):
-    """Robot-description factory: `[arm] driver = "feetech"`, port, baud and [[arm.joints]]."""
+    """Robot-description factory: `[arm] driver = "feetech"` (ARM_OPTIONS keys) and [[arm.joints]]."""
     from vla_runtime.drivers.arm import make_servo_arm
 
     return make_servo_arm("feetech", spec)
 
 
 def make_gripper(spec):
-    """Robot-description factory: `[gripper] driver = "feetech"`, id, open_ticks, closed_ticks."""
+    """Robot-description factory: `[gripper] driver = "feetech"` (GRIPPER_OPTIONS keys)."""
     from vla_runtime.drivers.gripper_servo import make_servo_gripper
 
     return make_servo_gripper("feetech", spec)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from vla_runtime.drivers.robotiq.gripper import RobotiqConfig as GRIPPER_OPTIONS
+
+__all__ = ["GRIPPER_OPTIONS", "make_gripper"]
+
 
 def make_gripper(spec):
     """Robot-description factory: `[gripper] driver = "robotiq"` plus RobotiqConfig keys."""

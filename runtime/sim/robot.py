@@ -8,6 +8,7 @@ deactivation holds the measured position with the gripper stopped where it is.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import mujoco
 import numpy as np
@@ -82,15 +83,30 @@ class SimRobot(Robot):
         return float(np.clip(np.mean(w.data.qpos[w.finger_qpos]) / FINGER_TRAVEL, 0.0, 1.0))
 
 
+@dataclass(frozen=True, kw_only=True)
+class SimCameraOptions:
+    """The robot file's [cameras.NAME] keys for kind = "sim"."""
+
+    width: int = 224  # pixels of the offscreen render (16..640; the scene's framebuffer limits it)
+    height: int = 224  # pixels (16..480)
+    camera: str = "front"  # camera name in the MJCF scene
+
+    def __post_init__(self):
+        if not (16 <= self.width <= 640 and 16 <= self.height <= 480):
+            raise ValueError(f"sim camera size {self.width}x{self.height} must be within 16..640 x 16..480 pixels")
+
+
 class SimCamera(Camera):
-    """Offscreen render of a named camera in the scene."""
+    """Offscreen render of a named camera in the scene, in the loop's thread (rendering is the capture)."""
 
     def __init__(self, world: SimWorld, width: int = 224, height: int = 224, camera: str = "front"):
-        if not (16 <= width <= 640 and 16 <= height <= 480):
-            raise ValueError(f"sim camera size {width}x{height} must be within 16..640 x 16..480 pixels")
+        SimCameraOptions(width=width, height=height, camera=camera)  # one home for the size rule
         self.world = world
         self.camera = camera
-        world.model.camera(camera)  # raises KeyError with the name when it does not exist
+        try:
+            world.model.camera(camera)
+        except KeyError:
+            raise ValueError(f"the sim scene has no camera {camera!r}; use camera = \"front\"") from None
         self._renderer = mujoco.Renderer(world.model, height, width)
 
     def read(self, now: float) -> Frame:

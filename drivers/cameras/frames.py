@@ -1,0 +1,30 @@
+"""OpenCV glue shared by the camera kinds: import it with a one-line reason, and BGR -> RGB uint8."""
+
+from __future__ import annotations
+
+import numpy as np
+from vla_runtime.drivers.cameras.base import CameraError
+
+
+def import_cv2():
+    """OpenCV, or a CameraError naming the package to install."""
+    try:
+        import cv2
+    except ImportError as exc:
+        raise CameraError(f"cameras need OpenCV ({exc}); pip install opencv-python-headless") from None
+    return cv2
+
+
+def to_rgb(cv2, image: np.ndarray, width: int = 0, height: int = 0) -> np.ndarray:
+    """BGR (or grey) uint8 from OpenCV -> contiguous RGB uint8 [H, W, 3], resized when a size is given."""
+    if image.dtype != np.uint8:
+        raise CameraError(f"camera frame has dtype {image.dtype}; expected 8-bit pixels")
+    if image.ndim == 2:
+        image = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    elif image.shape[2] == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
+    else:
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    if width and height and image.shape[:2] != (height, width):
+        image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(image)
