@@ -88,6 +88,7 @@ class BundlePolicy(Policy):
         runners: Mapping[str, Backend],
         decoder: Decoder,
         backend_name: str,
+        exact_preprocess: bool = False,
     ):
         manifest = bundle.manifest
         self.bundle = bundle
@@ -100,7 +101,8 @@ class BundlePolicy(Policy):
         self._times: dict[str, float] = {}  # the inference in progress
         self._runners = dict(runners)
         self._decoder = decoder
-        self._preprocess = Preprocessor(manifest.preprocess)
+        # the loop resizes with OpenCV; exact=True reproduces PIL bit for bit (parity references)
+        self._preprocess = Preprocessor(manifest.preprocess, exact=exact_preprocess)
         self._tokenize = PromptTokenizer(manifest.prompt, bundle.path(manifest.prompt.tokenizer_file))
         self._unnormalize = Unnormalizer(manifest.action)
         self._names = manifest.action.names
@@ -184,6 +186,7 @@ def load_policy(
     threads: int | None = None,
     engine_cache_dir: str | Path | None = None,
     spin: bool = False,
+    exact_preprocess: bool = False,
 ) -> BundlePolicy:
     """Verify a bundle, pick a backend, create every session once; refuse with one line otherwise.
 
@@ -232,7 +235,7 @@ def load_policy(
         manifest.model.get("name", bundle.root.name), manifest.head,
         "/".join(f"{r}:{manifest.graphs[r].precision}" for r in roles), chosen.device, options.threads,
     )
-    return BundlePolicy(bundle, runners, decoder, chosen.device)
+    return BundlePolicy(bundle, runners, decoder, chosen.device, exact_preprocess)
 
 
 def _bundle_id(manifest: Manifest) -> str:

@@ -1,155 +1,81 @@
-"""Camera frame -> pixel_values, in numpy, the way the exported model's image processor did it.
+"""Camera frame -> pixel_values: resize, rescale and normalise in well under a millisecond.
 
-The policy was trained on images resized by PIL (transformers' SigLIP processor hands uint8
-images to `PIL.Image.resize`), so a "close enough" resize would feed the model pixels it never
-saw. This module reproduces PIL's separable resampling exactly: the same filter taps, the same
-22-bit fixed-point coefficients, the same rounding, the same pass order and the same uint8
-intermediate between the two passes. Then rescale and normalise fold into one multiply-add per
-channel, written into a buffer reused every tick.
+The policy was trained on images resized by PIL's antialiased filters (transformers' SigLIP
+processor), so the resize must average over the source pixels, not sample them: a plain
+bilinear or bicubic resize from 1080p aliases thin edges into pixels the model never saw.
+The fast path gets the antialiasing from OpenCV's exact-2x area reduction (a SIMD 2x2 box
+average; the same box pre-reduction Pillow itself uses with `reducing_gap`), halving each axis
+while it stays at least twice the target, then one bilinear (bicubic when enlarging) resize to
+S x S. Rescale and normalise fold into one multiply-add per channel, written into a buffer
+reused every tick.
+
+Against transformers' PIL path this differs by a fraction of one uint8 level on average and
+a few levels at sharp edges (tests/test_preprocess.py measures and bounds it; see the README).
+`exact=True` selects preprocess_exact.py, which reproduces PIL bit for bit at ~100x the cost.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-from collections.abc import Callable
 
+import cv2
 import numpy as np
 from vla_runtime.runtime.manifest import Preprocess
+from vla_runtime.runtime.preprocess_exact import ExactResizer, resample_taps
 
 logger = logging.getLogger(__name__)
 
-_PRECISION_BITS = 22  # PIL's fixed-point precision for 8-bit images (32 - 8 - 2)
-_HALF = 1 << (_PRECISION_BITS - 1)  # rounding offset added before the shift
-_MAX_PLANS = 8  # input resolutions whose resampling plans are kept (a camera keeps one)
+__all__ = ["Preprocessor", "fast_resize", "resample_taps"]
+
+# resample -> OpenCV interpolation of the last step when it enlarges either axis
+_FINAL = {"bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC, "nearest": cv2.INTER_NEAREST_EXACT}
 
 
-def _bilinear(x: float) -> float:
-    x = abs(x)
-    return 1.0 - x if x < 1.0 else 0.0
+def fast_resize(image: np.ndarray, size: int, resample: str, out: np.ndarray | None = None) -> np.ndarray:
+    """uint8 [H, W, 3] -> uint8 [S, S, 3] with OpenCV; written into `out` when given.
 
-
-def _bicubic(x: float) -> float:
-    a = -0.5  # PIL's (and SigLIP training's) cubic coefficient
-    x = abs(x)
-    if x < 1.0:
-        return ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0
-    if x < 2.0:
-        return (((x - 5.0) * x + 8.0) * x - 4.0) * a
-    return 0.0
-
-
-# resample name -> (filter, support in input pixels at scale 1)
-_FILTERS: dict[str, tuple[Callable[[float], float], float]] = {
-    "bilinear": (_bilinear, 1.0),
-    "bicubic": (_bicubic, 2.0),
-}
-
-
-def resample_taps(in_size: int, out_size: int, resample: str) -> tuple[np.ndarray, np.ndarray]:
-    """Source indices and fixed-point weights of every output pixel along one axis.
-
-    Returns (index intp [out, K], weight int32 [out, K]); unused taps have weight 0. Weights
-    of one output pixel sum to about 2**22. Widening the filter by the downscale factor is
-    what makes this an antialiased (area-aware) resize, as in PIL.
+    Each halving averages 2x2 (or 2x1) source pixels, so by the last step every output pixel
+    already integrates the source area it covers and a 2-tap filter suffices (bicubic when the
+    last step enlarges an axis, where PIL's cubic lobes show). Both axes halve
+    together through OpenCV's SIMD 2x2 area kernel; a single axis halves through an exact-2x
+    bilinear resize, which is the same 2-tap box average. An odd side drops its last row or
+    column first (a view, no copy; under one source pixel of shift): a non-integer factor
+    would send OpenCV down its general area resampler, ~10x slower.
     """
     if resample == "nearest":
-        # PIL walks the source coordinate by repeated float addition from half a step; the
-        # accumulated rounding decides ties, so the walk is reproduced rather than a closed form.
-        step = in_size / out_size
-        coord, index = step * 0.5, np.empty(out_size, dtype=np.intp)  # index: [out]
-        for x in range(out_size):
-            index[x] = min(int(coord), in_size - 1)
-            coord += step
-        return index[:, None], np.full((out_size, 1), 1 << _PRECISION_BITS, dtype=np.int32)
-    filt, base_support = _FILTERS[resample]
-    scale = in_size / out_size
-    filterscale = max(scale, 1.0)
-    support = base_support * filterscale
-    inv = 1.0 / filterscale
-    width = int(math.ceil(support)) * 2 + 1
-    index = np.zeros((out_size, width), dtype=np.intp)  # [out, K]
-    weight = np.zeros((out_size, width), dtype=np.int32)  # [out, K], PIL's 32-bit fixed point
-    for xx in range(out_size):
-        center = (xx + 0.5) * scale
-        xmin = max(int(center - support + 0.5), 0)
-        count = min(int(center + support + 0.5), in_size) - xmin
-        taps = [filt((x + xmin - center + 0.5) * inv) for x in range(count)]
-        total = sum(taps)
-        if total != 0.0:
-            taps = [t / total for t in taps]
-        index[xx, :count] = np.arange(xmin, xmin + count)
-        index[xx, count:] = xmin
-        weight[xx, :count] = [int(t * (1 << _PRECISION_BITS) + (-0.5 if t < 0 else 0.5)) for t in taps]
-    return index, weight
-
-
-class _AxisResampler:
-    """One resampling pass along one axis of a uint8 [H, W, 3] image, with reused buffers."""
-
-    def __init__(self, shape: tuple[int, int, int], axis: int, out_size: int, resample: str):
-        self.axis = axis
-        self.index, self.weight = resample_taps(shape[axis], out_size, resample)
-        out_shape = list(shape)
-        out_shape[axis] = out_size
-        self.out_shape = tuple(out_shape)
-        # One weight column per tap, shaped to broadcast over [H', W', 3]: [out,1,1] or [1,out,1].
-        bshape = (-1, 1, 1) if axis == 0 else (1, -1, 1)
-        self._w = [self.weight[:, k].reshape(bshape) for k in range(self.weight.shape[1])]
-        self._gather = np.empty(self.out_shape, dtype=np.uint8)  # [H', W', 3] one tap's source pixels
-        # int32 like PIL: 255 * 2**22 per tap plus headroom for the filter's negative lobes
-        self._term = np.empty(self.out_shape, dtype=np.int32)  # [H', W', 3] one tap's contribution
-        self._acc = np.empty(self.out_shape, dtype=np.int32)  # [H', W', 3] fixed-point sum
-        self.out = np.empty(self.out_shape, dtype=np.uint8)  # [H', W', 3] result, reused
-
-    def __call__(self, image: np.ndarray) -> np.ndarray:
-        self._acc.fill(_HALF)
-        for k, w in enumerate(self._w):
-            np.take(image, self.index[:, k], axis=self.axis, out=self._gather)
-            np.multiply(self._gather, w, out=self._term)
-            self._acc += self._term
-        np.right_shift(self._acc, _PRECISION_BITS, out=self._acc)  # floor division, as PIL's >>
-        np.clip(self._acc, 0, 255, out=self._acc)
-        self.out[...] = self._acc
-        return self.out
+        return cv2.resize(image, (size, size), dst=out, interpolation=cv2.INTER_NEAREST_EXACT)
+    h, w = image.shape[:2]
+    while h >= 2 * size or w >= 2 * size:
+        fy, fx = (2 if h >= 2 * size else 1), (2 if w >= 2 * size else 1)
+        h, w = h // fy, w // fx
+        both = fy == fx == 2
+        image = cv2.resize(image[: h * fy, : w * fx], (w, h),
+                           interpolation=cv2.INTER_AREA if both else cv2.INTER_LINEAR)
+    enlarging = h < size or w < size
+    interp = _FINAL[resample] if enlarging else cv2.INTER_LINEAR  # PIL's cubic lobes matter only when enlarging
+    return cv2.resize(image, (size, size), dst=out, interpolation=interp)
 
 
 class Preprocessor:
-    """uint8 RGB [H, W, 3] -> float32 pixel_values [1, 3, S, S], matching the exported processor.
+    """uint8 RGB [H, W, 3] -> float32 pixel_values [1, 3, S, S], as the exported processor did it.
 
-    Resampling plans are built once per input resolution (a camera keeps its resolution), so a
-    tick does integer multiply-adds into preallocated buffers and one fused normalise.
+    `exact=False` (the control loop): OpenCV, tolerance stated above. `exact=True`: PIL's
+    resampling reproduced bit for bit, for parity references.
     """
 
-    def __init__(self, config: Preprocess):
+    def __init__(self, config: Preprocess, exact: bool = False):
         self.config = config
+        self.exact = exact
         size = config.image_size
         mean = np.asarray(config.image_mean, dtype=np.float64)  # [3]
         std = np.asarray(config.image_std, dtype=np.float64)  # [3]
         # (x * rescale - mean) / std == x * scale + shift, per channel
         self._scale = (config.rescale_factor / std).astype(np.float32).reshape(3, 1, 1)  # [3,1,1]
         self._shift = (-mean / std).astype(np.float32).reshape(3, 1, 1)  # [3,1,1]
-        self._plans: dict[tuple[int, int], list[_AxisResampler]] = {}
+        self._exact = ExactResizer(size, config.resample) if exact else None
+        self._resized = np.empty((size, size, 3), dtype=np.uint8)  # [S,S,3] reused fast-path output
+        self._planes = tuple(np.empty((size, size), dtype=np.uint8) for _ in range(3))  # R, G, B [S,S]
         self._pixels = np.empty((1, 3, size, size), dtype=np.float32)  # [1,3,S,S] reused output
-
-    def _plan(self, height: int, width: int) -> list[_AxisResampler]:
-        plan = self._plans.get((height, width))
-        if plan is None:
-            size, resample = self.config.image_size, self.config.resample
-            # Pillow (13) runs the vertical pass first when the height shrinks by more than twice
-            # as many pixels as the width; the order changes the uint8 intermediate, so follow it.
-            vertical_first = max(height - size, 0) > 2 * max(width - size, 0)
-            axes = (0, 1) if vertical_first else (1, 0)
-            plan, shape = [], (height, width, 3)
-            for axis in axes:
-                if shape[axis] != size:
-                    plan.append(_AxisResampler(shape, axis, size, resample))
-                    shape = plan[-1].out_shape
-            if len(self._plans) >= _MAX_PLANS:
-                self._plans.pop(next(iter(self._plans)))
-            self._plans[(height, width)] = plan
-            logger.debug("preprocess: new resampling plan %dx%d -> %dx%d (%s)", width, height, size, size, resample)
-        return plan
 
     def resize(self, image: np.ndarray) -> np.ndarray:
         """uint8 [H, W, 3] -> uint8 [S, S, 3]; the returned array is reused by the next call."""
@@ -158,16 +84,21 @@ class Preprocessor:
                 f"camera image must be uint8 [H, W, 3] RGB, got {image.dtype} {image.shape}; "
                 "convert the frame (e.g. BGR->RGB, drop alpha) in the camera driver"
             )
-        out = image
-        for step in self._plan(image.shape[0], image.shape[1]):
-            out = step(out)
-        return out
+        if self._exact is not None:
+            return self._exact(image)
+        if image.shape[:2] == self._resized.shape[:2]:
+            return image  # already S x S: PIL leaves it untouched too
+        if not image.flags.c_contiguous:  # OpenCV needs a dense row layout (e.g. a BGR->RGB view)
+            image = np.ascontiguousarray(image)
+        return fast_resize(image, self.config.image_size, self.config.resample, self._resized)
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         """Resize, rescale, normalise, HWC -> CHW; the returned buffer is reused every call."""
         resized = self.resize(image)  # uint8 [S, S, 3]
         chw = self._pixels[0]  # [3, S, S]
-        chw[...] = resized.transpose(2, 0, 1)  # uint8 -> float32, HWC -> CHW
+        cv2.split(resized, self._planes)  # HWC -> 3 dense planes (a strided numpy transpose is 3x slower)
+        for channel, plane in zip(chw, self._planes, strict=True):
+            channel[...] = plane  # uint8 -> float32
         chw *= self._scale
         chw += self._shift
         return self._pixels

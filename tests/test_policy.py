@@ -225,7 +225,7 @@ def naive_actions(bundle, image: np.ndarray, task: str) -> np.ndarray:
 def test_tiny_bundle_matches_the_naive_pipeline(tiny_bundle, head):
     bundle = tiny_bundle(head)
     image = frame(3, (120, 160, 3)).image
-    with load_policy(bundle, backend="auto") as policy:
+    with load_policy(bundle, backend="auto", exact_preprocess=True) as policy:  # PIL's pixels, bit for bit
         chunk = policy.infer(Frame(image, 0.0), TASK)
         m = load_manifest(bundle)
         assert chunk.actions.shape == (m.action.horizon, m.action.dim)
