@@ -19,7 +19,7 @@ import numpy as np
 from vla_runtime.common.typed_table import build
 from vla_runtime.drivers.base import ArmDriver, DriverError, JointReading, PortLost
 from vla_runtime.drivers.link import Link, LinkConfig
-from vla_runtime.drivers.servo_bus import ServoBus
+from vla_runtime.drivers.servo_bus import ServoBus, describe_torque, disarm_quietly
 from vla_runtime.drivers.transport import SerialConfig, SerialTransport
 from vla_runtime.drivers.usb_latency import check_latency_timer
 
@@ -144,6 +144,16 @@ class ServoArm(ArmDriver):
     def _on_deactivate(self) -> None:
         self.bus.disarm_watchdog(self.ids)
         self.bus.set_torque(self.ids, False)
+
+    def _on_hold(self) -> None:
+        # Torque stays on at the last goal (the loop's hold just set it to the measured pose). The
+        # watchdog is disarmed so the hold outlives this process; on a flaky bus that may fail, and
+        # then it is left armed (a tripped Dynamixel watchdog stops the servo with torque still on):
+        # a hold must never end in the limp fault path because of one lost reply.
+        disarm_quietly(self.bus, self.ids, self.name)
+
+    def _read_back(self) -> str:
+        return describe_torque(self.ids, self.bus.torque_enabled(self.ids))
 
     def _on_fault(self) -> None:
         if self.config.on_fault == "hold":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import struct
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -53,6 +54,10 @@ class LifecycleError(DriverError):
     """A call arrived in a state that does not allow it (e.g. a command before activate())."""
 
 
+TRANSIENT_ERRORS = (DeviceTimeout, ProtocolError)  # a retry or the next tick may succeed; a lost port will not
+MALFORMED = (KeyError, IndexError, ValueError, struct.error)  # what unexpected bytes can make plain Python raise
+
+
 @dataclass(frozen=True)
 class JointReading:
     positions: np.ndarray  # float64 [J], radians (revolute) or metres (prismatic)
@@ -75,6 +80,10 @@ class LifecycleDriver(ABC):
         self.name = name  # shown in every error message, e.g. "arm" or "gripper"
         self._state = DriverState.UNCONFIGURED
         self._fault: str | None = None
+        # True when the caller counts failed ticks itself (the control loop): a timeout or corrupt
+        # reply in read/command is raised without latching FAULT, so one bad tick is not the end
+        self.tolerate_transient = False
+        self.holding = False  # deactivated with hold=True: commands refused, torque still on
 
     @property
     def state(self) -> DriverState:
@@ -99,15 +108,41 @@ class LifecycleDriver(ABC):
         self._guard("activate", self._on_activate)
         self._state = DriverState.ACTIVE
 
-    def deactivate(self) -> None:
-        """Bring the hardware to its safe state (torque off / hold); allowed from ACTIVE and FAULT."""
+    def deactivate(self, hold: bool = False) -> None:
+        """Stop accepting commands; allowed from ACTIVE and FAULT.
+
+        hold=False: the orderly safe state (torque off, program stopped). hold=True: commands are
+        refused but the hardware keeps holding where it is (torque on, watchdog disarmed so the
+        hold outlives this process); `release()` ends the hold.
+        """
         if self._state is DriverState.FAULT:
             self._safe_state_best_effort()
             return
         if self._state is not DriverState.ACTIVE:
             return
-        self._guard("deactivate", self._on_deactivate)
+        self._guard("deactivate", self._on_hold if hold else self._on_deactivate)
+        self.holding = hold
         self._state = DriverState.INACTIVE
+
+    def release(self) -> None:
+        """End a hold: torque off (or the driver's orderly safe state); a no-op when not holding."""
+        if self._state is DriverState.ACTIVE:
+            self.deactivate()
+        elif self._state is DriverState.INACTIVE and self.holding:
+            self._guard("release", self._on_deactivate)
+            self.holding = False
+
+    def read_back(self) -> str:
+        """What the device itself reports about its output stage (torque, program), one line.
+
+        Never raises: where the device cannot be asked, the line says "could not confirm: <why>".
+        """
+        try:
+            return f"{self.name}: {self._read_back()}"
+        except NotImplementedError:
+            return f"{self.name}: could not confirm: this driver cannot read its output state back"
+        except (DriverError, OSError, *MALFORMED) as exc:
+            return f"{self.name}: could not confirm: {exc}"
 
     def acknowledge_fault(self) -> None:
         """An operator has looked at the fault: start over from UNCONFIGURED."""
@@ -140,6 +175,14 @@ class LifecycleDriver(ABC):
     def _on_deactivate(self) -> None:
         """Disable torque or hold; the normal, orderly safe state."""
 
+    def _on_hold(self) -> None:
+        """Stop commanding but keep holding (torque on); drivers whose safe state holds anyway reuse it."""
+        self._on_deactivate()
+
+    def _read_back(self) -> str:
+        """Torque / program state as read from the device ("torque on at ids 1-5 (read back)")."""
+        raise NotImplementedError
+
     def _on_fault(self) -> None:
         """Safe state after an error; the default tries the orderly one."""
         self._on_deactivate()
@@ -156,16 +199,30 @@ class LifecycleDriver(ABC):
             )
 
     def _guard(self, what: str, fn: Callable[..., T], *args, **kwargs) -> T:
-        """Run an I/O step; any driver or OS error latches FAULT and tries the safe state."""
+        """Run an I/O step; any driver or OS error latches FAULT and tries the safe state.
+
+        Whatever the bytes were, only the driver's own error types leave here: an OSError is a lost
+        port, and a KeyError/IndexError/ValueError from unexpected data is a ProtocolError. With
+        `tolerate_transient`, a timeout or protocol error in read/command leaves the state alone.
+        """
         try:
             return fn(*args, **kwargs)
-        except (DriverError, OSError) as exc:
+        except (DriverError, OSError, *MALFORMED) as exc:
             if isinstance(exc, LifecycleError):
                 raise
             if isinstance(exc, DriverError):
                 err = exc
-            else:
+            elif isinstance(exc, OSError):
                 err = PortLost(f"{self.name}: {exc}; check the cable and the port")
+            else:
+                err = ProtocolError(
+                    f"{self.name}: unexpected data during {what} ({type(exc).__name__}: {exc}); "
+                    "check wiring, ids and baud rate"
+                )
+            if self.tolerate_transient and what in ("read", "command") and isinstance(err, TRANSIENT_ERRORS):
+                if err is exc:
+                    raise
+                raise err from exc
             self._enter_fault(f"{what}: {err}")
             if err is exc:
                 raise
@@ -182,7 +239,7 @@ class LifecycleDriver(ABC):
     def _safe_state_best_effort(self) -> None:
         try:
             self._on_fault()
-        except (DriverError, OSError) as exc:
+        except (DriverError, OSError, *MALFORMED) as exc:
             logger.warning("%s: could not reach safe state: %s", self.name, exc)
 
 

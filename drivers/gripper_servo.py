@@ -16,7 +16,7 @@ import numpy as np
 from vla_runtime.common.typed_table import build
 from vla_runtime.drivers.arm import ServoBusOptions, open_servo_bus, release_servo_bus
 from vla_runtime.drivers.base import DriverError, GripperDriver, GripperReading
-from vla_runtime.drivers.servo_bus import ServoBus
+from vla_runtime.drivers.servo_bus import ServoBus, describe_torque, disarm_quietly
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +74,14 @@ class ServoGripper(GripperDriver):
         self.bus.disarm_watchdog(self._ids)
         self.bus.set_torque(self._ids, False)
         self._goal = None
+
+    def _on_hold(self) -> None:
+        # the goal stays where it was: a jaw closed on an object keeps squeezing it (at the torque
+        # limit last set) instead of relaxing to the position it stalled at
+        disarm_quietly(self.bus, self._ids, self.name)
+
+    def _read_back(self) -> str:
+        return describe_torque(self._ids, self.bus.torque_enabled(self._ids))
 
     def _on_close(self) -> None:
         release_servo_bus(self.bus)

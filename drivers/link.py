@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
@@ -65,6 +65,7 @@ class LinkStats:
     timeouts: int = 0  # attempts that ended at the deadline
     garbage_bytes: int = 0  # bytes skipped while resynchronising (noise, bad CRC frames)
     unexpected: int = 0  # well-formed frames that did not match (stale replies, wrong id)
+    duplicates: int = 0  # replies that repeated one already collected in the same exchange
     last_error: str = field(default="")
 
 
@@ -112,10 +113,13 @@ class Link(Generic[M]):
         count: int = 1,
         timeout: float | None = None,
         retries: int | None = None,
+        key: Callable[[M], Hashable] | None = None,
     ) -> list[M]:
         """Write `frame` and collect `count` replies accepted by `expect`, retrying the whole exchange.
 
         Replies that decode but are not expected (a late answer to an abandoned request) are dropped.
+        With `key`, `count` distinct replies are collected: a second reply with a key already seen
+        (a device or adapter that sent its status twice) is dropped, never counted as another device.
         Raises DeviceTimeout when nothing valid arrived, ProtocolError when only garbage or corrupt
         frames did, PortLost when the port vanished (never retried: it will not come back by itself).
         """
@@ -130,22 +134,31 @@ class Link(Generic[M]):
                     logger.debug("%s: retry %d after: %s", self.name, attempt, err)
                 self.transport.reset_input()  # a late reply to an abandoned request must not answer this one
                 self.transport.write(frame)
-                replies, err = self._collect(expect, count, timeout)
+                replies, err = self._collect(expect, count, timeout, key)
                 if err is None:
                     return replies
             self.stats.last_error = str(err)
             raise err
 
-    def _collect(self, expect: Callable[[M], bool], count: int, timeout: float) -> tuple[list[M], DriverError | None]:
+    def _collect(
+        self, expect: Callable[[M], bool], count: int, timeout: float, key: Callable[[M], Hashable] | None
+    ) -> tuple[list[M], DriverError | None]:
         deadline = time.monotonic() + timeout
         buf = bytearray()
         replies: list[M] = []
+        seen: set = set()
         garbage = 0
         while len(replies) < count:
             for raw, msg in take_frames(self.decode, buf):
                 if msg is None:
                     garbage += len(raw)
                 elif expect(msg):
+                    if key is not None:
+                        k = key(msg)
+                        if k in seen:
+                            self.stats.duplicates += 1
+                            continue
+                        seen.add(k)
                     replies.append(msg)
                     if len(replies) == count:
                         break

@@ -9,8 +9,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
+import logging
+
 import numpy as np
+from vla_runtime.drivers.base import TRANSIENT_ERRORS
 from vla_runtime.drivers.link import Link
+
+logger = logging.getLogger(__name__)
 
 
 class ServoBus(ABC):
@@ -43,6 +48,10 @@ class ServoBus(ABC):
         """Torque on/off for each servo, confirmed by a status reply."""
 
     @abstractmethod
+    def torque_enabled(self, ids: Sequence[int]) -> list[bool]:
+        """Torque Enable as each servo reports it, in `ids` order (the read-back after a stop)."""
+
+    @abstractmethod
     def arm_watchdog(self, ids: Sequence[int], timeout_s: float) -> None:
         """Make the servos stop by themselves if the host goes silent (where the family can)."""
 
@@ -60,3 +69,19 @@ class ServoBus(ABC):
 
     def set_torque_limit(self, ids: Sequence[int], fraction: float) -> None:  # noqa: B027 - optional
         """Limit output torque to `fraction` (0..1) of the maximum, where the family supports it."""
+
+
+def disarm_quietly(bus: ServoBus, ids: Sequence[int], name: str) -> None:
+    """Disarm the device watchdog if the bus answers; a transient failure leaves it armed, logged."""
+    try:
+        bus.disarm_watchdog(ids)
+    except TRANSIENT_ERRORS as exc:
+        logger.warning("%s: watchdog left armed on hold (%s); the servos still hold with torque on", name, exc)
+
+
+def describe_torque(ids: Sequence[int], enabled: Sequence[bool]) -> str:
+    """'torque on at ids [1, 2] (read back)' / '... off ...' / both, for the final report."""
+    on = [i for i, e in zip(ids, enabled, strict=True) if e]
+    off = [i for i, e in zip(ids, enabled, strict=True) if not e]
+    parts = [f"torque {word} at ids {group}" for word, group in (("on", on), ("off", off)) if group]
+    return ", ".join(parts) + " (read back)"

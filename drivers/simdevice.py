@@ -34,22 +34,26 @@ class FaultConfig:
     vanish_after_s: float | None = None  # seconds after start() when the port disappears (USB unplug)
     seed: int | None = None  # RNG seed so a fault sequence can be replayed; None = random
     echo: bool = False  # the adapter echoes every host frame back (single-wire TTL without direction control)
+    duplicate_rate: float = 0.0  # probability 0..1 that a reply is sent twice (a flaky adapter or repeater)
+    late_rate: float = 0.0  # probability 0..1 that a reply is held back by `late_ms` (it may miss its exchange)
+    late_ms: float = 50.0  # milliseconds a late reply is held back; past the host's timeout it lands in the next
 
     def __post_init__(self):
-        for name in ("drop_rate", "bad_crc_rate"):
+        for name in ("drop_rate", "bad_crc_rate", "duplicate_rate", "late_rate"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"--{name.replace('_', '-')} must be within 0..1, got {value}")
         if self.delay_ms < 0:
             raise ValueError(f"--delay-ms must be >= 0, got {self.delay_ms}")
+        if self.late_ms < 0:
+            raise ValueError(f"--late-ms must be >= 0, got {self.late_ms}")
         if self.vanish_after_s is not None and self.vanish_after_s < 0:
             raise ValueError(f"--vanish-after must be >= 0 seconds, got {self.vanish_after_s}")
 
     @property
     def any(self) -> bool:
-        return bool(self.drop_rate or self.bad_crc_rate or self.delay_ms or self.hardware_error_ids or self.echo) or (
-            self.vanish_after_s is not None
-        )
+        rates = self.drop_rate or self.bad_crc_rate or self.duplicate_rate or self.late_rate
+        return bool(rates or self.delay_ms or self.hardware_error_ids or self.echo) or self.vanish_after_s is not None
 
 
 def add_fault_arguments(parser: argparse.ArgumentParser) -> None:
@@ -58,6 +62,11 @@ def add_fault_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--drop-rate", type=float, default=0.0, help="probability 0..1 of not replying")
     g.add_argument("--bad-crc-rate", type=float, default=0.0, help="probability 0..1 of a corrupt checksum")
     g.add_argument("--delay-ms", type=float, default=0.0, help="extra delay before each reply, ms")
+    g.add_argument("--duplicate-rate", type=float, default=0.0, help="probability 0..1 of sending a reply twice")
+    g.add_argument(
+        "--late-rate", type=float, default=0.0, help="probability 0..1 of holding a reply back by --late-ms"
+    )
+    g.add_argument("--late-ms", type=float, default=50.0, help="how long a late reply is held back, ms (default 50)")
     g.add_argument(
         "--hardware-error",
         type=int,
@@ -82,6 +91,9 @@ def fault_config_from_args(args: argparse.Namespace) -> FaultConfig:
         vanish_after_s=args.vanish_after,
         seed=args.seed,
         echo=getattr(args, "echo", False),
+        duplicate_rate=getattr(args, "duplicate_rate", 0.0),
+        late_rate=getattr(args, "late_rate", 0.0),
+        late_ms=getattr(args, "late_ms", 50.0),
     )
 
 
@@ -93,6 +105,8 @@ class FaultInjector:
         self._rng = random.Random(config.seed)
         self.dropped = 0  # replies never sent
         self.corrupted = 0  # replies sent with a flipped checksum byte
+        self.duplicated = 0  # replies sent twice
+        self.held_back = 0  # replies held back by late_ms
 
     def drop(self) -> bool:
         hit = self.config.drop_rate > 0 and self._rng.random() < self.config.drop_rate
@@ -104,6 +118,16 @@ class FaultInjector:
             self.corrupted += 1
             return reply[:-1] + bytes([reply[-1] ^ 0xFF])
         return reply
+
+    def duplicate(self) -> bool:
+        hit = self.config.duplicate_rate > 0 and self._rng.random() < self.config.duplicate_rate
+        self.duplicated += hit
+        return hit
+
+    def late(self) -> bool:
+        hit = self.config.late_rate > 0 and self._rng.random() < self.config.late_rate
+        self.held_back += hit
+        return hit
 
     def delay(self) -> None:
         if self.config.delay_ms > 0:
@@ -230,7 +254,17 @@ class PtySimulator(ABC):
         if self.faults.drop():
             return
         self.faults.delay()
-        self._write(self.faults.corrupt(reply))
+        reply = self.faults.corrupt(reply)
+        if self.faults.late():
+            # held back without stalling the device: it lands whenever the timer fires, perhaps in
+            # the middle of the host's next exchange, which is what a late reply on a real bus does
+            timer = threading.Timer(self.faults.config.late_ms / 1e3, self._write, (reply,))
+            timer.daemon = True
+            timer.start()
+            return
+        self._write(reply)
+        if self.faults.duplicate():
+            self._write(reply)
 
     def _write(self, data: bytes) -> None:
         try:

@@ -261,6 +261,7 @@ def _robot_file(name_or_path: str) -> tuple[str, bytes] | None:
 def run_episode(args, desc: RobotDescription) -> int:
     from vla_runtime.runtime.loop import ControlLoop, EpisodeResult, LoopConfig
     from vla_runtime.runtime.profiler import Profiler
+    from vla_runtime.runtime.robot import STOP_KEYS, StopConfig
     from vla_runtime.runtime.safety import ActionSafety, SafetyConfigError, SafetyLimits
     from vla_runtime.runtime.scheduler import Scheduler, SchedulerConfig
     from vla_runtime.runtime.trace import write_trace
@@ -300,15 +301,20 @@ def run_episode(args, desc: RobotDescription) -> int:
             raise UserError(f"--replan-every {replan}: must be between 1 and the chunk length {horizon}")
         _check_mapping(kind, desc)
         try:
+            stop = StopConfig.from_safety(desc.safety)
+            stop.check_pose(desc.joint_min, desc.joint_max)
+            overrides = {k: v for k, v in desc.safety.items() if k not in STOP_KEYS}
             limits = SafetyLimits.from_sources(
-                defaults, desc.safety, desc.joint_min, desc.joint_max, desc.joint_max_velocity
+                defaults, overrides, desc.joint_min, desc.joint_max, desc.joint_max_velocity
             )
             safety = ActionSafety(limits, kind, dim, robot.kinematics, len(robot.joint_names))
             timing = SchedulerConfig(rate, max_consecutive_misses=args.max_misses, realtime_priority=args.rt_priority)
             sched = Scheduler(timing, Profiler(1.0 / rate))
-        except (SafetyConfigError, ValueError) as exc:
+        except (SafetyConfigError, ValueError, TypeError) as exc:
             raise UserError(f"{desc.source}: {exc}") from None
-        config = LoopConfig(args.steps, replan, args.asynchronous, limits.max_consecutive_rejects, view.max_age)
+        config = LoopConfig(
+            args.steps, replan, args.asynchronous, limits.max_consecutive_rejects, view.max_age, stop=stop
+        )
         action = manifest.action if args.policy == "bundle" else None
         recorder = open_recorder(args, desc, robot, policy, rate, kind, action, views) if args.record else None
         loop = ControlLoop(config, policy, robot, camera, safety, sched, recorder)
@@ -333,6 +339,7 @@ def run_episode(args, desc: RobotDescription) -> int:
         f" (warm-up {result.warmup_s * 1e3:.0f} ms) | starved ticks {result.starved_ticks}"
         f" | stale chunk steps dropped {result.stale_steps_dropped}"
         + (f" | stale camera frames {result.stale_frames}" if result.stale_frames else "")
+        + (f" | failed bus ticks {result.failed_ticks}" if result.failed_ticks else "")
     )
     if start is not None:
         end = world.body_position(target_block(args.task))
@@ -340,7 +347,9 @@ def run_episode(args, desc: RobotDescription) -> int:
         lifted = round(float(end[2] - start[2]), 3) + 0.0  # + 0.0 turns -0.0 into 0.0
         print(f"sim: {target_block(args.task)} moved {moved:.3f} m sideways, lifted {lifted:.3f} m")
     extra = {"episode": {"stop_reason": result.stop_reason, "ticks": result.ticks,
-                         "inferences": result.inferences, "starved_ticks": result.starved_ticks},
+                         "inferences": result.inferences, "starved_ticks": result.starved_ticks,
+                         "failed_ticks": result.failed_ticks, "signal": result.signal,
+                         "on_stop": stop.on_stop, "stopped": result.stopped},
              "safety": result.safety.to_json(), "policy": label, "robot": desc.name}
     if args.profile:
         print(f"profile: {sched.profiler.save_json(args.profile, extra)}")
@@ -348,10 +357,20 @@ def run_episode(args, desc: RobotDescription) -> int:
         print(f"trace: {write_trace(sched.profiler, args.trace, extra)}")
     if recorder is not None:
         print(recorded.line())
+    return report_stop(result, stop.on_stop)
+
+
+def report_stop(result, on_stop: str) -> int:
+    """The last line says what the devices reported after the stop; the exit code says why it ended."""
+    import signal
+
+    stopped = f"on_stop = {on_stop}; {result.stopped or 'could not confirm: no read-back'}"
     if result.stop_reason == "completed":
+        print(f"stopped: {stopped}")
         return 0
     if result.stop_reason == "interrupted":
-        print("interrupted: robot held and deactivated", file=sys.stderr)
-        return 130
-    print(f"error: episode stopped ({result.stop_reason}); robot held and deactivated", file=sys.stderr)
+        name = result.signal or "SIGINT"
+        print(f"interrupted ({name}): {stopped}", file=sys.stderr)
+        return 128 + int(signal.Signals[name])  # 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP, as a shell reports
+    print(f"error: episode stopped ({result.stop_reason}); {stopped}", file=sys.stderr)
     return 1

@@ -8,8 +8,13 @@ chunk boundaries. In asynchronous mode inference runs in its own thread while th
 commanding the current chunk; when a chunk runs out before the next arrives the loop holds
 position and counts a starved tick instead of waiting.
 
-Whatever ends the episode (its length, Ctrl-C, an exception, too many deadline misses or
-rejected actions), the robot is left holding its measured position and deactivated.
+Lifecycle: the robot is configured and read, the policy's first inference (the warm-up, which
+can take seconds on a real model) runs, and only then is the robot activated (torque, device
+watchdogs, the UR program), so no watchdog can trip while the model loads.
+
+Whatever ends the episode (its length, Ctrl-C, SIGTERM, SIGHUP, an exception, too many deadline
+misses, rejected actions or failed bus ticks), the robot ends as `StopConfig.on_stop` says (hold
+by default, park, or limp) and the devices are asked what state they are really in.
 """
 
 from __future__ import annotations
@@ -18,11 +23,12 @@ import logging
 import queue
 import signal
 import threading
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
 from vla_runtime.runtime.recorder import FlightRecorder, TickRecord
-from vla_runtime.runtime.robot import Camera, Robot
+from vla_runtime.runtime.robot import Camera, Robot, StopConfig, TransientRobotError
 from vla_runtime.runtime.safety import SafetyFilter, SafetyReport, SafetyStats
 from vla_runtime.runtime.scheduler import Scheduler
 from vla_runtime.runtime.types import ActionChunk, Frame, Policy, RobotState
@@ -39,6 +45,7 @@ class LoopConfig:
     # seconds; a frame older than this when inference is due is not inferred on (a frozen camera
     # must not steer the arm): the current chunk continues, or the robot holds when it runs out
     max_frame_age: float = 0.5
+    stop: StopConfig = field(default_factory=StopConfig)  # on_stop, park pose, failed-tick budget
 
     def __post_init__(self):
         if self.steps < 1:
@@ -60,6 +67,10 @@ class EpisodeResult:
     stale_steps_dropped: int = 0  # chunk steps whose slot had passed when the chunk arrived
     stale_frames: int = 0  # inferences skipped because the camera frame was too old
     warmup_s: float = 0.0  # seconds of the first (warm-up) inference
+    failed_ticks: int = 0  # ticks whose bus exchange failed (timeout, corrupt reply); the devices held
+    consecutive_failed: int = 0
+    signal: str | None = None  # "SIGINT" / "SIGTERM" / "SIGHUP" when a signal ended the episode
+    stopped: str = ""  # the devices' own account of their state after the stop (or "could not confirm")
     safety: SafetyStats = field(default_factory=SafetyStats)
 
 
@@ -149,6 +160,9 @@ class ControlLoop:
         self.config, self.policy, self.robot, self.camera = config, policy, robot, camera
         self.safety, self.scheduler, self.recorder = safety, scheduler, recorder
         self._stop_requested = False
+        self._signal: str | None = None
+        self._activated = False
+        self._last_gripper: float | None = None  # the last opening sent, kept through a park
         self._clock = scheduler._clock
 
     def request_stop(self) -> None:
@@ -158,9 +172,9 @@ class ControlLoop:
     def run(self, task: str) -> EpisodeResult:
         result = EpisodeResult()
         worker: InferenceWorker | None = None
-        restore = self._install_sigint()
+        restore = self._install_signals()
         try:
-            self.robot.activate()
+            self.robot.configure()  # open and verify; reads allowed, no torque, no watchdog yet
             now = self._clock()
             state = self.robot.read_state(now)
             frame = self.camera.read(now)
@@ -171,6 +185,12 @@ class ControlLoop:
             chunk = self.policy.infer(frame, task, state)  # warm-up, and the first chunk
             result.warmup_s = self._clock() - t
             result.inferences += 1
+            if not self._stop_requested:  # a signal during the warm-up: never activate
+                self._activated = True
+                self.robot.activate()  # torque, watchdogs, the UR program: the ticks start at once
+                logger.info(
+                    "activated after a %.0f ms warm-up; running %d ticks", result.warmup_s * 1e3, self.config.steps
+                )
             cursor = ChunkCursor()
             cursor.set(chunk, 0, 0)
             if self.config.asynchronous:
@@ -180,6 +200,10 @@ class ControlLoop:
             while result.ticks < self.config.steps and not self._stop_requested:
                 last_plan = self._tick(task, cursor, worker, last_plan, result)
                 result.ticks += 1
+                if result.consecutive_failed >= self.config.stop.max_failed_ticks:
+                    result.stop_reason = f"bus errors: {result.consecutive_failed} failed ticks in a row"
+                    logger.error("%d failed bus ticks in a row: safe stop", result.consecutive_failed)
+                    break
                 if result.safety.consecutive_held >= self.config.max_consecutive_rejects:
                     result.stop_reason = "safety rejects"
                     logger.error("%d rejected actions in a row: safe stop", result.safety.consecutive_held)
@@ -196,14 +220,15 @@ class ControlLoop:
             logger.debug("loop failed", exc_info=True)
             result.stop_reason = f"error: {type(exc).__name__}: {exc}"
         finally:
-            self._ignore_sigint()  # a further Ctrl-C must not cut the safe stop short
+            self._ignore_signals()  # a further Ctrl-C / SIGTERM must not cut the safe stop short
             try:
                 if worker is not None:
                     worker.stop()
-                self._safe_stop()
+                result.stopped = self._safe_stop()
             finally:
                 self.scheduler.release()
                 restore()
+        result.signal = self._signal
         return result
 
     # -- one tick ----------------------------------------------------------------------------------
@@ -211,8 +236,11 @@ class ControlLoop:
         sched, period = self.scheduler, self.scheduler.period
         k = sched.tick()
         now = self._clock()
-        with sched.section("state"):
-            state = self.robot.read_state(now)
+        try:
+            with sched.section("state"):
+                state = self.robot.read_state(now)
+        except TransientRobotError as exc:
+            return self._failed_tick(exc, result, last_plan)
         replan = k - last_plan >= self.config.replan_every
         frame, inference = None, -1
         if replan or self.recorder is not None:
@@ -246,8 +274,13 @@ class ControlLoop:
                 command, report = self.safety.hold(state), SafetyReport()
             else:
                 command, report = self.safety.enforce(state, desired, period)
-        with sched.section("command"):
-            sent_q, sent_g = self.robot.command(command.joint_targets, command.gripper, now, period)
+        try:
+            with sched.section("command"):
+                sent_q, sent_g = self.robot.command(command.joint_targets, command.gripper, now, period)
+        except TransientRobotError as exc:
+            return self._failed_tick(exc, result, last_plan)
+        result.consecutive_failed = 0
+        self._last_gripper = sent_g
         result.safety.add(report)
         if self.recorder is not None:
             with sched.section("record"):
@@ -261,34 +294,97 @@ class ControlLoop:
         sched.wait()
         return last_plan
 
+    def _failed_tick(self, exc: Exception, result: EpisodeResult, last_plan: int) -> int:
+        """A bus exchange failed this tick: the devices keep their last goal; count it and move on."""
+        result.failed_ticks += 1
+        result.consecutive_failed += 1
+        logger.warning("tick failed (%d in a row): %s", result.consecutive_failed, exc)
+        self.scheduler.wait()
+        return last_plan
+
     # -- endings -----------------------------------------------------------------------------------
-    def _safe_stop(self) -> None:
-        """Hold the measured position with the gripper stopped, then deactivate; never raises."""
-        now = self._clock()
+    def _safe_stop(self) -> str:
+        """Hold (and park) as configured, stop, then read back what the devices report; never raises."""
+        cfg, period = self.config.stop, self.scheduler.period
+        if self._activated:
+            try:
+                self.robot.hold(self._clock(), period)
+            except Exception as exc:  # noqa: BLE001 - the stop below must still run
+                logger.warning("hold on stop failed: %s", exc)
+            if cfg.on_stop == "park":
+                self._park(cfg)
+        hold = cfg.on_stop != "limp"
         try:
-            self.robot.hold(now, self.scheduler.period)
-        except Exception as exc:  # noqa: BLE001 - deactivation below must still run
-            logger.warning("hold on stop failed: %s", exc)
-        try:
-            self.robot.deactivate()
+            self.robot.stop(hold=hold)
         except Exception as exc:  # noqa: BLE001
-            logger.error("deactivate on stop failed: %s", exc)
+            logger.error("stop failed: %s", exc)
+        if hold and self._activated and cfg.hold_s is not None:
+            logger.info("holding for %.1f s, then torque off", cfg.hold_s)
+            time.sleep(cfg.hold_s)
+            try:
+                self.robot.release()
+            except Exception as exc:  # noqa: BLE001
+                logger.error("release after hold failed: %s", exc)
+        try:
+            return self.robot.confirm_stop()
+        except Exception as exc:  # noqa: BLE001
+            return f"could not confirm: {exc}"
+
+    def _park(self, cfg: StopConfig) -> None:
+        """Walk to the park pose at the joints' velocity limits, one period at a time; give up at the timeout."""
+        period = self.scheduler.period
+        target = np.asarray(cfg.park, dtype=np.float64)
+        vmax = getattr(getattr(self.safety, "limits", None), "joint_max_velocity", None)  # rad/s [J]
+        vmax = np.asarray(vmax, dtype=np.float64) if vmax is not None and len(vmax) == len(target) else 0.5
+        deadline = time.monotonic() + cfg.park_timeout_s
+        while time.monotonic() < deadline:
+            try:
+                state = self.robot.read_state(self._clock())
+                error = target - state.joint_positions
+                if np.all(np.abs(error) <= 1e-3):
+                    logger.info("parked")
+                    return
+                step = np.clip(error, -vmax * period, vmax * period)
+                gripper = state.gripper if self._last_gripper is None else self._last_gripper
+                self.robot.command(state.joint_positions + step, gripper, self._clock(), period)
+            except TransientRobotError:
+                pass
+            except Exception as exc:  # noqa: BLE001 - stop where it is; the hold/stop below still runs
+                logger.warning("park interrupted: %s", exc)
+                return
+            time.sleep(period)
+        logger.warning("park pose not reached in %.1f s; holding where the arm is", cfg.park_timeout_s)
 
     @staticmethod
-    def _ignore_sigint() -> None:
+    def _ignore_signals() -> None:
         if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            for signum in STOP_SIGNALS:
+                signal.signal(signum, signal.SIG_IGN)
 
-    def _install_sigint(self):
-        """First Ctrl-C: stop after this tick. Second: KeyboardInterrupt (still ends in the safe state)."""
+    def _install_signals(self):
+        """Ctrl-C, SIGTERM (kill, systemctl/docker stop) and SIGHUP (terminal closed) all take the same
+        path: the first stops after this tick; a second raises KeyboardInterrupt, which still ends in
+        the safe stop."""
         if threading.current_thread() is not threading.main_thread():
             return lambda: None
-        previous = signal.getsignal(signal.SIGINT)
+        previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
 
-        def on_sigint(signum, frame):
-            logger.warning("Ctrl-C: stopping after this tick (press again to stop now)")
+        def on_signal(signum, frame):
+            name = signal.Signals(signum).name
+            if self._signal is not None:
+                raise KeyboardInterrupt
+            logger.warning("%s: stopping after this tick (again to stop now)", "Ctrl-C" if name == "SIGINT" else name)
+            self._signal = name
             self.request_stop()
-            signal.signal(signal.SIGINT, signal.default_int_handler)
 
-        signal.signal(signal.SIGINT, on_sigint)
-        return lambda: signal.signal(signal.SIGINT, previous)
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, on_signal)
+
+        def restore() -> None:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+        return restore
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # each ends the episode through the safe stop

@@ -12,7 +12,8 @@ Format::
     [gripper]        driver = "sim" | "robotiq" | "dynamixel" | ..., plus that driver's keys   (optional)
     [cameras.NAME]   kind = "sim" | "v4l2" | "video", max_age (s), plus that kind's keys; one table per view
     [action]         mapping = "ee_delta" (through IK) | "joint_position"
-    [safety]         overrides of the bundle's safety defaults (runtime.safety.SafetyLimits)
+    [safety]         overrides of the bundle's safety defaults (runtime.safety.SafetyLimits), and
+                     on_stop / hold_s / park / park_timeout_s / max_failed_ticks (runtime.robot.StopConfig)
     [sim]            seed, block_jitter (m)   (driver = "sim" only; runtime.sim.world.SimConfig)
 
 The file is strict: every key is declared by a frozen dataclass field (with its type and
@@ -23,7 +24,7 @@ declared, so where to add one (one field):
     [arm] / [gripper] / [cameras.NAME]  the generic keys: ArmSpec / DeviceSpec / CameraSpec fields
         (this module); the driver's own keys: the ARM_OPTIONS / GRIPPER_OPTIONS / CAMERA_OPTIONS
         dataclass of the driver module (see runtime.driver_registry)
-    [safety] runtime.safety.SafetyLimits        [sim] runtime.sim.world.SimConfig
+    [safety] runtime.safety.SafetyLimits, runtime.robot.StopConfig    [sim] runtime.sim.world.SimConfig
 """
 
 from __future__ import annotations
@@ -324,19 +325,20 @@ def _drop_switched(role: str, selector: str, table: dict, original: dict | None,
 def _plain_section(doc: dict, key: str) -> dict:
     """[safety] / [sim]: checked against the dataclass that consumes the section; every key optional."""
     table = _table(doc, key, required=False) or {}
-    return check_table(table, declared_keys(_section_class(key)), f"[{key}]", partial=True)
+    return check_table(table, declared_keys(*_section_classes(key)), f"[{key}]", partial=True)
 
 
-def _section_class(key: str) -> type:
-    if key == "safety":
+def _section_classes(key: str) -> tuple[type, ...]:
+    if key == "safety":  # the limits, and how an episode ends (on_stop, park, failed-tick budget)
+        from vla_runtime.runtime.robot import StopConfig
         from vla_runtime.runtime.safety import SafetyLimits
 
-        return SafetyLimits
+        return SafetyLimits, StopConfig
     try:
         from vla_runtime.runtime.sim.world import SimConfig
     except ImportError as exc:
         raise RobotDescriptionError(f"[sim] needs MuJoCo ({exc}); pip install 'vla-runtime[sim]'") from None
-    return SimConfig
+    return (SimConfig,)
 
 
 def _fields_of(obj: Any) -> dict[str, Any]:

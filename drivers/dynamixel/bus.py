@@ -36,6 +36,19 @@ def _describe_status(err: int) -> str:
         return f"status error {err & 0x7F}"
 
 
+def _servo_id(pkt: p.Packet) -> int:
+    return pkt.id
+
+
+def _reply_to(ids: set[int], size: int):
+    """Accept a status from one of `ids` with `size` data bytes, or an error status (which has none)."""
+
+    def expect(pkt: p.Packet) -> bool:
+        return pkt.id in ids and (len(pkt.data) == size or pkt.error != 0)
+
+    return expect
+
+
 class DynamixelBus(ServoBus):
     family = "dynamixel"
     ticks_per_rev = TICKS_PER_REV
@@ -66,25 +79,30 @@ class DynamixelBus(ServoBus):
         names = [e.name.lower() for e in HardwareError if raw & e]
         return ", ".join(names) or f"status 0x{raw:02x}"
 
-    def _one(self, frame: bytes, servo_id: int, what: str, allow_alert: bool = False) -> p.Packet:
-        (pkt,) = self.link.exchange(frame, expect=lambda m: m.id == servo_id)
-        return self._check(pkt, what, allow_alert)
+    def _one(
+        self, frame: bytes, servo_id: int, size: int, what: str, allow_alert: bool = False, **kw
+    ) -> p.Packet:
+        """One status from `servo_id` carrying `size` data bytes (or an error status without data).
+
+        Matching on the data length as well as the id keeps a late reply to an earlier, different
+        request (a write's empty status arriving during a read) from answering this one.
+        """
+        (pkt,) = self.link.exchange(frame, expect=_reply_to({servo_id}, size), **kw)
+        self._check(pkt, what, allow_alert)
+        if len(pkt.data) != size:
+            raise ProtocolError(f"{self.link.name}: id {servo_id} returned {len(pkt.data)} bytes, asked {size}")
+        return pkt
 
     def ping_raw(self, servo_id: int, timeout: float | None = None, retries: int | None = None) -> tuple[int, int]:
         """(model number, firmware version)."""
-        (pkt,) = self.link.exchange(p.ping(servo_id), lambda m: m.id == servo_id, timeout=timeout, retries=retries)
-        if len(pkt.data) < 3:
-            raise ProtocolError(f"{self.link.name}: ping reply from id {servo_id} has {len(pkt.data)} bytes, want 3")
+        pkt = self._one(p.ping(servo_id), servo_id, 3, "ping", allow_alert=True, timeout=timeout, retries=retries)
         return p.from_bytes(pkt.data[:2], signed=False), pkt.data[2]
 
     def read_raw(self, servo_id: int, address: int, size: int, allow_alert: bool = False) -> bytes:
-        pkt = self._one(p.read(servo_id, address, size), servo_id, f"read @{address}", allow_alert)
-        if len(pkt.data) != size:
-            raise ProtocolError(f"{self.link.name}: id {servo_id} returned {len(pkt.data)} bytes, asked {size}")
-        return pkt.data
+        return self._one(p.read(servo_id, address, size), servo_id, size, f"read @{address}", allow_alert).data
 
     def write_raw(self, servo_id: int, address: int, data: bytes) -> None:
-        self._one(p.write(servo_id, address, data), servo_id, f"write @{address}")
+        self._one(p.write(servo_id, address, data), servo_id, 0, f"write @{address}")
 
     def read(self, servo_id: int, reg: Reg) -> int:
         addr, size = self.table[reg]
@@ -96,12 +114,12 @@ class DynamixelBus(ServoBus):
 
     def reboot(self, servo_id: int) -> None:
         """The only way out of a hardware-error shutdown; the servo restarts with torque off."""
-        self._one(p.reboot(servo_id), servo_id, "reboot", allow_alert=True)
+        self._one(p.reboot(servo_id), servo_id, 0, "reboot", allow_alert=True)
 
     def sync_read_raw(self, address: int, size: int, ids: Sequence[int]) -> dict[int, bytes]:
         wanted = set(ids)
         replies = self.link.exchange(
-            p.sync_read(address, size, ids), expect=lambda m: m.id in wanted, count=len(wanted)
+            p.sync_read(address, size, ids), expect=_reply_to(wanted, size), count=len(wanted), key=_servo_id
         )
         out: dict[int, bytes] = {}
         for pkt in replies:
@@ -126,8 +144,12 @@ class DynamixelBus(ServoBus):
         ids = [r[0] for r in reqs]
         if len(set(ids)) != len(ids):
             raise ValueError("bulk read allows each id once; use several reads for one servo")
+        sizes = {i: s for i, _, _, s in reqs}
         replies = self.link.exchange(
-            p.bulk_read((i, a, s) for i, _, a, s in reqs), expect=lambda m: m.id in ids, count=len(ids)
+            p.bulk_read((i, a, s) for i, _, a, s in reqs),
+            expect=lambda m: m.id in sizes and (len(m.data) == sizes[m.id] or m.error != 0),
+            count=len(ids),
+            key=_servo_id,
         )
         by_id = {pkt.id: self._check(pkt, "bulk read") for pkt in replies}
         return [p.from_bytes(by_id[i].data[:s], signed=reg in SIGNED) for i, reg, _, s in reqs]
@@ -151,6 +173,10 @@ class DynamixelBus(ServoBus):
     def set_torque(self, ids: Sequence[int], enabled: bool) -> None:
         for i in ids:
             self.write(i, Reg.TORQUE_ENABLE, int(enabled))
+
+    def torque_enabled(self, ids: Sequence[int]) -> list[bool]:
+        values = self.sync_read(Reg.TORQUE_ENABLE, ids)
+        return [values[i] != 0 for i in ids]
 
     def arm_watchdog(self, ids: Sequence[int], timeout_s: float) -> None:
         units = min(127, max(1, math.ceil(timeout_s / WATCHDOG_UNIT_S - 1e-9)))

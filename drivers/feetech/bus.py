@@ -92,6 +92,7 @@ class FeetechBus(ServoBus):
             frame,
             expect=lambda m: m.id in wanted and len(m.params) == size and not _is_echo(m, frame),
             count=len(wanted),
+            key=lambda m: m.id,  # a status sent twice must not stand in for another servo's
         )
         return {pkt.id: self._check(pkt, f"sync read @{address}").params for pkt in replies}
 
@@ -124,6 +125,10 @@ class FeetechBus(ServoBus):
         for i in ids:
             self.write(i, Reg.TORQUE_ENABLE, int(enabled))
             self.write(i, Reg.LOCK, int(enabled))  # EEPROM stays writable only while torque is off
+
+    def torque_enabled(self, ids: Sequence[int]) -> list[bool]:
+        values = self.sync_read(Reg.TORQUE_ENABLE, ids)
+        return [values[i] != 0 for i in ids]
 
     def arm_watchdog(self, ids: Sequence[int], timeout_s: float) -> None:
         if not self._warned_watchdog:

@@ -168,6 +168,14 @@ class RobotiqGripper(GripperDriver):
     def _on_deactivate(self) -> None:
         self.write_request(GripperRequest(action=ACT))  # rGTO = 0: stop where the fingers are
 
+    def _on_hold(self) -> None:
+        """Nothing to send: the last go-to stays in force, so fingers closed on an object keep their grip."""
+
+    def _read_back(self) -> str:
+        status = self.read_status()
+        going = "go-to active (gripping force applied)" if status.going else "stopped (no go-to)"
+        return f"activated={status.activated}, {going}, position {status.position}/255 (read back)"
+
     def _on_close(self) -> None:
         self.link.transport.close()
 

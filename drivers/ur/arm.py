@@ -191,6 +191,13 @@ class URArm(ArmDriver):
         except (DriverError, OSError) as exc:
             logger.warning("%s: stop request not sent (%s); relying on the RTDE watchdog", self.name, exc)
 
+    def _read_back(self) -> str:
+        # hold and deactivate both stop the program: a stopped UR holds its pose on its own
+        self._poll()
+        state = self.program_state
+        running = "stopped" if state is ProgramState.NOT_RUNNING else f"still running ({state.name.lower()})"
+        return f"control program {running}, safety mode {self.last_state.get('safety_mode')} (read back)"
+
     def _on_close(self) -> None:
         self.client.transport.close()
 

@@ -75,6 +75,10 @@ class SimRobot(Robot):
             w.data.ctrl[w.finger_act] = w.data.qpos[w.finger_qpos]
         self.active = False
 
+    def confirm_stop(self) -> str:
+        state = "still active" if self.active else "inactive, actuators holding the measured pose"
+        return f"{self.name}: {state} (read back from the simulator)"
+
     def close(self) -> None:
         self.deactivate()
 
