@@ -6,10 +6,9 @@ base class here lets the imports run one way (arm -> buses -> this module).
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-
-import logging
 
 import numpy as np
 from vla_runtime.drivers.base import TRANSIENT_ERRORS
