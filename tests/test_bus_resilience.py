@@ -120,3 +120,35 @@ def test_a_late_reply_is_held_back_without_stalling_the_device():
         np.testing.assert_array_equal(r.bus.read_state(IDS)[0], [round(r.sim.servos[i].actual) for i in IDS])
     finally:
         r.close()
+
+
+def test_robotiq_and_rtde_links_shrug_off_duplicated_and_late_replies():
+    from vla_runtime.drivers.robotiq.gripper import RobotiqConfig, open_gripper
+    from vla_runtime.drivers.robotiq.sim import GripperModel, RobotiqSim
+    from vla_runtime.drivers.ur.arm import URConfig, open_arm
+    from vla_runtime.drivers.ur.sim import URSim
+
+    faults = FaultConfig(duplicate_rate=0.5, late_rate=0.1, late_ms=30.0, seed=11)
+    gripper_sim = RobotiqSim(faults, GripperModel(activation_s=0.1)).start()
+    ur = URSim(port=0, script_port=0, faults=faults).start()
+    gripper = open_gripper(RobotiqConfig(port=gripper_sim.port, timeout=0.02, retries=3))
+    arm = open_arm(URConfig(host="127.0.0.1", port=ur.port, script_port=ur.script_port, start_timeout=2.0))
+    try:
+        for driver in (gripper, arm):
+            driver.configure()
+            driver.activate()
+        for _ in range(15):
+            now = time.monotonic()
+            q = arm.read(now).positions
+            arm.command(q, now, 0.1)
+            assert gripper.command(0.5, now, 0.1) == pytest.approx(0.5, abs=0.01)
+            gripper.read(now)
+            time.sleep(0.05)
+        assert arm.state.value == gripper.state.value == "active"
+        assert gripper_sim.faults.duplicated > 0 and ur.faults.duplicated > 0
+        assert gripper_sim.faults.held_back > 0 and ur.faults.held_back > 0
+    finally:
+        for driver in (arm, gripper):
+            driver.close()
+        gripper_sim.stop()
+        ur.stop()

@@ -90,7 +90,11 @@ class _Connection:
         data = rtde.encode(pkg)
         if self.sim.faults.corrupt(b"\x00") != b"\x00":  # the injector's bad-CRC draw decides
             data = JUNK + data
+        if self.sim.faults.late():  # on a TCP stream a late package holds back everything behind it
+            time.sleep(self.sim.faults.config.late_ms / 1e3)
         self.sock.sendall(data)
+        if self.sim.faults.duplicate():
+            self.sock.sendall(data)
 
     def _handle(self, buf: bytes) -> bytes:
         while buf:
