@@ -1,7 +1,8 @@
 """Calibration frames from the places a robot team already keeps them.
 
 INT8 ranges are only as good as the inputs they were measured on, so calibration reads what
-the robot really sees: its own recorded episodes (`vla-runtime --record DIR`), a LeRobot
+the robot really sees: its own recorded episodes (`vla-runtime --record DIR`: MCAP files, read
+by `calibration.recordings`, or the earlier episode_*/frames.npy folders), a LeRobot
 dataset on local disk (see `calibration.lerobot`), or a folder of images with the
 instructions they go with. Every source looks the same to the sampler: a list of episode
 lengths plus random access to one frame, so a sample plan can spread across episodes without
@@ -29,7 +30,7 @@ __all__ = ["CalibDataError", "CalibFrame", "CalibSource", "ImageFolder", "Record
 
 
 class RecordedEpisodes(CalibSource):
-    """Episodes written by `vla-runtime --record DIR`: DIR/episode_NNNNNN/{frames,states,actions}.npy.
+    """Episodes in the earlier `--record` layout: DIR/episode_NNNNNN/{frames,states,actions}.npy.
 
     Frames are memory-mapped, so a long recording costs nothing until a frame is sampled.
     """
@@ -162,9 +163,13 @@ def open_source(path: str | Path, instructions: str | Path | list[str] | None = 
                 camera: str | None = None) -> CalibSource:
     """Pick the reader from what the folder holds; refuse anything ambiguous with the fix."""
     root = Path(path)
+    if root.is_file() and root.suffix == ".mcap":
+        from vla_runtime.calibration.recordings import RecordedMcap
+
+        return RecordedMcap(root, camera=camera)
     if not root.is_dir():
         raise CalibDataError(
-            f"{root}: not a folder; --calib takes recorded episodes, a LeRobot dataset or an image folder"
+            f"{root}: not a folder; --calib takes recordings (.mcap), a LeRobot dataset or an image folder"
         )
     if (root / "meta" / "info.json").is_file():
         from vla_runtime.calibration.lerobot import LeRobotDataset
@@ -172,11 +177,15 @@ def open_source(path: str | Path, instructions: str | Path | list[str] | None = 
         return LeRobotDataset(root, camera=camera)
     if any(root.glob("episode_*/frames.npy")):
         return RecordedEpisodes(root)
+    if any(root.glob("*.mcap")):
+        from vla_runtime.calibration.recordings import RecordedMcap
+
+        return RecordedMcap(root, camera=camera)
     if any(p.suffix.lower() in IMAGE_SUFFIXES for p in root.rglob("*")):
         if instructions is None:
             raise CalibDataError(f"{root}: an image folder needs --instructions FILE (one instruction per line)")
         return ImageFolder(root, instructions)
     raise CalibDataError(
-        f"{root}: neither recorded episodes (episode_*/frames.npy), a LeRobot dataset (meta/info.json) "
+        f"{root}: neither recorded episodes (*.mcap, episode_*/frames.npy), a LeRobot dataset (meta/info.json) "
         "nor an image folder"
     )

@@ -1,4 +1,4 @@
-"""`vla-export`: the workstation command line (build, verify, quantize)."""
+"""`vla-export`: the workstation command line (build, verify, quantize, engine, dataset)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ SUBCOMMANDS = {
     "verify": "vla_runtime.export.cmd_verify",
     "quantize": "vla_runtime.calibration.cmd_quantize",
     "engine": "vla_runtime.export.cmd_engine",
+    "dataset": "vla_runtime.calibration.cmd_dataset",
 }
 
 

@@ -17,6 +17,7 @@ SUBCOMMANDS = {
     "profile": "vla_runtime.runtime.cmd_profile",
     "inspect": "vla_runtime.runtime.cmd_inspect",
     "flash": "vla_runtime.runtime.cmd_flash",
+    "replay": "vla_runtime.runtime.cmd_replay",
     "sim-device": "vla_runtime.drivers.cmd_sim_device",
     "drivers": "vla_runtime.drivers.cmd_drivers",
 }

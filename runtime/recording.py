@@ -9,6 +9,7 @@ before the cut. Replay, calibration and the dataset export all read through this
 from __future__ import annotations
 
 import logging
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +58,7 @@ class RecordedTick:
     inference: int
     stages_ms: dict[str, float]
     deadline_miss: bool
+    cameras: tuple[str, ...] = ()  # cameras with a frame at this tick (images may be dropped under load)
     images: dict[str, RecordedImage] = field(default_factory=dict)  # camera -> frame (when read)
 
 
@@ -96,7 +98,7 @@ class Recording:
                     if m.name == fmt.RUN_METADATA:
                         self.metadata = dict(m.metadata)
                 self.attachments = {a.name: bytes(a.data) for a in reader.iter_attachments()}
-        except (McapError, OSError, ValueError, EOFError) as exc:
+        except (McapError, OSError, ValueError, EOFError, struct.error) as exc:
             logger.info("%s: no usable summary (%s); reading it front to back", self.path, exc)
             return False
         return True
@@ -124,7 +126,7 @@ class Recording:
             reader = StreamReader(f, emit_chunks=emit_chunks)
             try:
                 yield from reader.records
-            except (McapError, EOFError, ValueError, OSError) as exc:  # zstd errors are ValueErrors
+            except (McapError, EOFError, ValueError, OSError, struct.error) as exc:  # zstd errors are ValueErrors
                 logger.info("%s: cut short (%s); stopping at the last complete record", self.path, exc)
 
     # -- ticks -------------------------------------------------------------------------------
@@ -147,8 +149,9 @@ class Recording:
                     pending, pending_seq = {}, record.sequence
                 if topic == fmt.TOPIC_TICK:
                     yield _tick(fmt.decode_tick(record.data), record.log_time, pending)
-                elif topic.startswith(fmt.CAMERA_PREFIX) and images:
-                    pending[topic[len(fmt.CAMERA_PREFIX):]] = RecordedImage(schema, bytes(record.data))
+                elif topic.startswith(fmt.CAMERA_PREFIX):
+                    name = topic[len(fmt.CAMERA_PREFIX):]
+                    pending[name] = RecordedImage(schema, bytes(record.data)) if images else None
 
     def image(self, tick: RecordedTick, camera: str) -> np.ndarray:
         """One frame of a tick read without `images` (random access; complete files only)."""
@@ -183,7 +186,8 @@ def _tick(doc: dict, log_ns: int, images: dict) -> RecordedTick:
         safe=arr("safe"), sent=arr("sent"), interventions=tuple(doc.get("interventions", ())),
         held=bool(doc.get("held")), chunk=int(doc.get("chunk", -1)), chunk_step=int(doc.get("chunk_step", -1)),
         inference=int(doc.get("inference", -1)), stages_ms=dict(doc.get("stages_ms", {})),
-        deadline_miss=bool(doc.get("deadline_miss")), images=dict(images),
+        deadline_miss=bool(doc.get("deadline_miss")), cameras=tuple(images),
+        images={k: v for k, v in images.items() if v is not None},
     )
 
 
