@@ -1,4 +1,4 @@
-"""Build a bundle: model -> component graphs -> manifest -> parity -> atomic rename.
+"""Build a bundle: model -> component graphs -> manifest -> parity -> health sample -> seal -> rename.
 
 Everything is written into a hidden staging directory next to the destination and renamed
 into place only after parity passed, so a failed or interrupted build never leaves a
@@ -17,6 +17,7 @@ from vla_runtime.export.manifest_writer import TOKENIZER_NAME, build_manifest
 from vla_runtime.export.onnx_export import export_graph, graph_plan, needs_external_data
 from vla_runtime.export.parity import ParityError, Tolerance, parity_failure, run_parity
 from vla_runtime.runtime.bundle import check_destination, staged_directory
+from vla_runtime.runtime.health import record_sample
 from vla_runtime.runtime.manifest import save_manifest
 
 logger = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ def build_from_source(
             raise ParityError(f"parity failed: {failure}; the exported graphs do not reproduce the model")
         manifest = build_manifest(source, infos, staging, seed, parity=report)
         save_manifest(manifest, staging)
+        record_sample(staging)  # what `flash --check` compares against on the robot
     logger.info("bundle written to %s", out)
     return out
 

@@ -1,8 +1,9 @@
-"""`vla-export`: the workstation command line (build, verify, quantize, engine, dataset)."""
+"""`vla-export`: the workstation command line (build, verify, quantize, engine, dataset, keygen, sign)."""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from vla_runtime.common.cli import dispatch, register_subcommands
@@ -13,6 +14,8 @@ SUBCOMMANDS = {
     "quantize": "vla_runtime.calibration.cmd_quantize",
     "engine": "vla_runtime.export.cmd_engine",
     "dataset": "vla_runtime.calibration.cmd_dataset",
+    "keygen": "vla_runtime.export.cmd_keygen",
+    "sign": "vla_runtime.export.cmd_sign",
 }
 
 
@@ -25,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # The workstation loads its own fresh, unsigned bundles (parity, health sample); the robot's
+    # "signatures are not enforced" notice would only be noise here.
+    logging.getLogger("vla_runtime.runtime.trust").setLevel(logging.ERROR)
     return dispatch(build_parser(), list(sys.argv[1:] if argv is None else argv))
 
 

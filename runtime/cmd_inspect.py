@@ -1,8 +1,10 @@
 """`vla-runtime inspect BUNDLE`: what a bundle holds, and proof that every file is intact.
 
 Runs on the robot (no torch): reads the manifest through the same validation the loader
-uses, prints a summary an operator can check against the build log, then hashes every file.
-Any problem is one line naming the file, and a non-zero exit.
+uses, prints a summary an operator can check against the build log, then proves the bundle:
+the seal over the manifest, confinement, every file's hash, graph external-data references and,
+when a trust store is given (or present on this machine), the signature. Any problem is one
+line naming the file or field, and a non-zero exit.
 """
 
 from __future__ import annotations
@@ -11,8 +13,8 @@ import logging
 from pathlib import Path
 
 from vla_runtime.common.errors import UserError
-from vla_runtime.runtime.bundle import BundleError, verify_files
-from vla_runtime.runtime.manifest import MANIFEST_NAME, Manifest, ManifestError, load_manifest
+from vla_runtime.runtime.bundle import Bundle, BundleError, verify_files
+from vla_runtime.runtime.manifest import MANIFEST_NAME, Manifest, ManifestError, load_sealed
 
 logger = logging.getLogger(__name__)
 
@@ -20,6 +22,8 @@ logger = logging.getLogger(__name__)
 def register(subparsers) -> None:
     p = subparsers.add_parser("inspect", help="summarise a bundle and verify every file's sha256")
     p.add_argument("bundle", metavar="BUNDLE", help="bundle directory (as written by `vla-export build`)")
+    p.add_argument("--trusted-keys", metavar="DIR", help="check the signature against this trust store "
+                   "(default: $VLA_RUNTIME_TRUSTED_KEYS or /etc/vla-runtime/trusted-keys when it exists)")
     p.set_defaults(func=run)
 
 
@@ -151,9 +155,11 @@ def _head_detail(m: Manifest) -> str:
 
 
 def run(args) -> int:
+    from vla_runtime.runtime import trust
+
     root = Path(args.bundle).expanduser()
     try:
-        manifest = load_manifest(root)
+        manifest, seal = load_sealed(root)
     except ManifestError as exc:
         where = root / MANIFEST_NAME
         raise UserError(str(exc) if str(exc).startswith(str(root)) else f"{where}: {exc}") from None
@@ -161,8 +167,17 @@ def run(args) -> int:
         print(line)
     try:
         verify_files(root, manifest)
+        bundle = Bundle(root=root.resolve(), manifest=manifest, seal=seal)
+        signer = trust.enforce(bundle, getattr(args, "trusted_keys", None))
+        _, signatures = trust.read_signatures(bundle.root)
     except BundleError as exc:
         raise UserError(str(exc)) from None
     total = sum((root / rel).stat().st_size for rel in manifest.files)
     print(f"files: {len(manifest.files)} verified (sha256), {_size(total)}")
+    print(f"seal: {seal} verified (manifest + every file hash)")
+    if signer:
+        print(f"signature: verified, trusted key {signer}")
+    else:
+        ids = ", ".join(str(e.get("key_id", "?")) for e in signatures) or "unsigned"
+        print(f"signature: not checked (no trust store); signed by: {ids}")
     return 0

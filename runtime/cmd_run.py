@@ -69,6 +69,8 @@ def add_timing_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="auto", choices=("auto", "cpu", "cuda", "tensorrt"),
                    help="device that runs the graphs (default auto)")
     p.add_argument("--allow-failed-gate", action="store_true", help="run a bundle whose INT8 accuracy gate failed")
+    p.add_argument("--trusted-keys", metavar="DIR", help="trust store of signing keys (*.pub); default "
+                   "$VLA_RUNTIME_TRUSTED_KEYS or /etc/vla-runtime/trusted-keys when it exists")
     p.add_argument("--profile", metavar="OUT.json", help="save the per-stage statistics as JSON")
     p.add_argument("--trace", metavar="OUT.json", help="save every span as a Chrome/Perfetto trace")
 
@@ -90,7 +92,8 @@ def open_policy(args):
         except DefaultBundleError as exc:
             raise UserError(str(exc)) from None
     try:
-        policy = load_policy(bundle_dir, backend=args.backend, allow_failed_gate=args.allow_failed_gate)
+        policy = load_policy(bundle_dir, backend=args.backend, allow_failed_gate=args.allow_failed_gate,
+                             trusted_keys=args.trusted_keys)
     except (BundleError, BackendError, ValueError) as exc:
         raise UserError(str(exc)) from None
     m = policy.manifest

@@ -2,15 +2,15 @@
 
 Used for quantized bundles and TensorRT engine bundles alike. The new bundle is assembled in
 a hidden staging folder beside the destination and renamed into place whole, so a robot can
-never pick up a half-written bundle. The gate verdict is written last, into the manifest
-only (the manifest is not part of the hashed file list).
+never pick up a half-written bundle. `save_manifest` re-seals the manifest every time it is
+written, so the derived bundle carries its own seal; the gate verdict, written last into the
+manifest only, re-seals it again. The source's health sample describes the source's graphs, so
+it is dropped and, for CPU bundles, recorded afresh from the new graphs.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,7 +18,8 @@ from pathlib import Path
 
 from vla_runtime.runtime.bundle import Bundle, hash_tree, staged_directory
 from vla_runtime.runtime.bundle import check_destination as _check_destination
-from vla_runtime.runtime.manifest import MANIFEST_NAME, Target, load_manifest, save_manifest
+from vla_runtime.runtime.health import HEALTH_DIR, record_sample
+from vla_runtime.runtime.manifest import Target, load_manifest, save_manifest
 
 
 class PackError(RuntimeError):
@@ -56,7 +57,7 @@ def write_derived_bundle(
     replaced = {f for role in graphs for f in (manifest.graphs[role].file, *manifest.graphs[role].data_files)}
     with staged_directory(out) as staging:
         for rel in manifest.files:
-            if rel not in replaced:
+            if rel not in replaced and not rel.startswith(f"{HEALTH_DIR}/"):
                 _copy(source.root / rel, staging / rel)
         specs = dict(manifest.graphs)
         for role, new in graphs.items():
@@ -76,16 +77,14 @@ def write_derived_bundle(
             model={**manifest.model, **(model_notes or {})},
         )
         save_manifest(updated, staging)
+        if updated.target.kind == "cpu":
+            record_sample(staging)
     return out
 
 
 def set_gate(bundle_dir: Path, gate: dict) -> None:
-    """Record the gate report in a written bundle's manifest (atomically replaced)."""
-    manifest = dataclasses.replace(load_manifest(bundle_dir), gate=gate)
-    path = Path(bundle_dir) / MANIFEST_NAME
-    tmp = path.with_name(f".{MANIFEST_NAME}.tmp")
-    tmp.write_text(json.dumps(manifest.to_json(), indent=2) + "\n")
-    os.replace(tmp, path)
+    """Record the gate report in a written bundle's manifest (atomically replaced, re-sealed)."""
+    save_manifest(dataclasses.replace(load_manifest(bundle_dir), gate=gate), bundle_dir)
 
 
 def _copy(src: Path, dst: Path) -> None:

@@ -27,15 +27,28 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from vla_runtime.runtime.conventions import NORMALIZATIONS, TOKEN_ORDERS
+from vla_runtime.runtime.manifest_bounds import (
+    MANIFEST_NAME,
+    MAX_DIM,
+    MAX_FILES,
+    MAX_TENSORS,
+    ManifestError,
+    read_manifest_doc,
+)
+from vla_runtime.runtime.manifest_bounds import bounded as _bounded
+from vla_runtime.runtime.manifest_bounds import rel_path as _rel_path
+from vla_runtime.runtime.manifest_bounds import text as _text
+from vla_runtime.runtime.seal import SEAL_KEY, SealError, check_seal, make_seal
 
 SCHEMA_VERSION = 1
-MANIFEST_NAME = "manifest.json"
+
 
 HEADS = ("tokens", "parallel", "flow")
 GRAPH_ROLES = ("vision", "prefill", "decode", "head", "velocity")
@@ -52,10 +65,6 @@ DTYPES = ("float32", "float16", "int64", "int32", "bool", "uint8")
 DEFAULT_CAMERA_VIEWS = ("front",)  # bundles without preprocess.camera_views read the robot's [cameras.front]
 
 
-class ManifestError(ValueError):
-    """A bundle manifest is malformed; the message names the field and the fix."""
-
-
 # ---------------------------------------------------------------------------------------------
 # Dataclasses. Field comments give units; validation lives in __post_init__.
 # ---------------------------------------------------------------------------------------------
@@ -70,6 +79,15 @@ class TensorSpec:
     def __post_init__(self):
         if self.dtype not in DTYPES:
             raise ManifestError(f"tensor {self.name!r}: dtype {self.dtype!r} is not one of {DTYPES}")
+        _text(f"tensor {self.name[:40]!r} name", self.name, 256)
+        _bounded(f"tensor {self.name!r} rank", len(self.shape), 0, 8)
+        for d in self.shape:
+            if isinstance(d, str):
+                _text(f"tensor {self.name!r} symbolic dim", d, 64)
+            elif isinstance(d, bool) or not isinstance(d, int):
+                raise ManifestError(f"tensor {self.name!r}: shape holds {d!r}; dims are ints or names")
+            else:
+                _bounded(f"tensor {self.name!r} dim", d, 0, MAX_DIM)
 
 
 @dataclass(frozen=True)
@@ -89,6 +107,12 @@ class GraphSpec:
             raise ManifestError(f"graphs.{self.role}.format: {self.format!r} is not one of {GRAPH_FORMATS}")
         if self.precision not in PRECISIONS:
             raise ManifestError(f"graphs.{self.role}.precision: {self.precision!r} is not one of {PRECISIONS}")
+        _rel_path(f"graphs.{self.role}.file", self.file)
+        _bounded(f"graphs.{self.role}.data_files count", len(self.data_files), 0, 64)
+        for i, rel in enumerate(self.data_files):
+            _rel_path(f"graphs.{self.role}.data_files[{i}]", rel)
+        for key in ("inputs", "outputs"):
+            _bounded(f"graphs.{self.role}.{key} count", len(getattr(self, key)), 0, MAX_TENSORS)
 
     def input(self, name: str) -> TensorSpec:
         for spec in self.inputs:
@@ -118,10 +142,13 @@ class Preprocess:
     def __post_init__(self):
         if not self.camera_views or len(set(self.camera_views)) != len(self.camera_views):
             raise ManifestError(f"preprocess.camera_views must name distinct views, got {list(self.camera_views)}")
-        if self.image_size <= 0:
-            raise ManifestError("preprocess.image_size must be a positive number of pixels")
+        _bounded("preprocess.image_size (pixels)", self.image_size, 1, 4096)
+        _bounded("preprocess.rescale_factor", self.rescale_factor, 1e-6, 1.0)
         if len(self.image_mean) != 3 or len(self.image_std) != 3:
             raise ManifestError("preprocess.image_mean / image_std need 3 values (R, G, B)")
+        for key in ("image_mean", "image_std"):
+            for v in getattr(self, key):
+                _bounded(f"preprocess.{key}", v, -1e3, 1e3)
         if any(s <= 0 for s in self.image_std):
             raise ManifestError("preprocess.image_std values must be > 0")
         if self.resample not in ("bilinear", "bicubic", "nearest"):
@@ -138,8 +165,11 @@ class Prompt:
     def __post_init__(self):
         if "{task}" not in self.template:
             raise ManifestError("prompt.template must contain the placeholder {task}")
-        if self.max_tokens < 2:
-            raise ManifestError("prompt.max_tokens must be >= 2")
+        _text("prompt.template", self.template, 4096)
+        _rel_path("prompt.tokenizer_file", self.tokenizer_file)
+        _bounded("prompt.max_tokens", self.max_tokens, 2, 8192)
+        if self.bos_token_id is not None:
+            _bounded("prompt.bos_token_id", self.bos_token_id, 0, MAX_DIM)
 
 
 @dataclass(frozen=True)
@@ -165,8 +195,10 @@ class ActionSpace:
     action_token_order: str = "ascending"  # bin j is id offset + j, or offset - j ("descending", OpenVLA)
 
     def __post_init__(self):
-        if self.dim <= 0 or self.horizon <= 0:
-            raise ManifestError("action.dim and action.horizon must be positive")
+        _bounded("action.dim", self.dim, 1, 64)
+        _bounded("action.horizon (steps)", self.horizon, 1, 1024)
+        _bounded("action.bins", self.bins, 2, 65536)
+        _bounded("action.action_token_offset", self.action_token_offset, 0, MAX_DIM)
         if len(self.names) != self.dim or len(self.units) != self.dim:
             raise ManifestError(f"action.names and action.units need {self.dim} entries (action.dim)")
         if self.kind not in ("ee_delta", "joint_position"):
@@ -181,8 +213,15 @@ class ActionSpace:
                 raise ManifestError(f"action.normalization.{key} needs {self.dim} values, got {len(values)}")
             if key != "mask" and not all(math.isfinite(v) for v in values):
                 raise ManifestError(f"action.normalization.{key} holds a non-finite value")
-        if self.bins < 2:
-            raise ManifestError("action.bins must be >= 2")
+            for v in values if key != "mask" else ():
+                _bounded(f"action.normalization.{key}", v, -1e6, 1e6)
+        if n.kind == "q01_q99" and any(lo >= hi for lo, hi in zip(n.low, n.high, strict=True)):
+            raise ManifestError("action.normalization: every low (q01) must be below its high (q99)")
+        if n.kind == "mean_std" and any(s <= 0 for s in n.std):
+            raise ManifestError("action.normalization.std values must be > 0")
+        for key in ("names", "units"):
+            for text in getattr(self, key):
+                _text(f"action.{key}", text, 64)
         if self.action_token_order not in TOKEN_ORDERS:
             raise ManifestError(f"action.action_token_order: {self.action_token_order!r} is not one of {TOKEN_ORDERS}")
 
@@ -200,8 +239,11 @@ class DecodeSettings:
     def __post_init__(self):
         if self.head not in HEADS:
             raise ManifestError(f"decode.head: {self.head!r} is not one of {HEADS}")
-        if self.flow_steps < 1:
-            raise ManifestError("decode.flow_steps must be >= 1")
+        _bounded("decode.flow_steps", self.flow_steps, 1, 1000)
+        _bounded("decode.noise_seed", self.noise_seed, 0, (1 << 63) - 1)
+        _bounded("decode.num_layers", self.num_layers, 0, 1024)
+        _bounded("decode.num_kv_heads", self.num_kv_heads, 0, 1024)
+        _bounded("decode.head_dim", self.head_dim, 0, 4096)
 
 
 @dataclass(frozen=True)
@@ -228,6 +270,15 @@ class SafetyDefaults:
     def __post_init__(self):
         if self.max_translation_step <= 0 or self.max_rotation_step <= 0:
             raise ManifestError("safety step limits must be > 0")
+        _bounded("safety.max_translation_step (m per tick)", self.max_translation_step, 0.0, 1.0)
+        _bounded("safety.max_rotation_step (rad per tick)", self.max_rotation_step, 0.0, math.pi)
+        for key in ("workspace_min", "workspace_max"):
+            if len(getattr(self, key)) != 3:
+                raise ManifestError(f"safety.{key} needs 3 values (x, y, z in metres)")
+            for v in getattr(self, key):
+                _bounded(f"safety.{key} (m)", v, -100.0, 100.0)
+        _bounded("safety.gripper_min", self.gripper_min, -1e3, 1e3)
+        _bounded("safety.gripper_max", self.gripper_max, -1e3, 1e3)
         if any(lo >= hi for lo, hi in zip(self.workspace_min, self.workspace_max, strict=True)):
             raise ManifestError("safety.workspace_min must be below workspace_max on every axis")
         if self.gripper_min >= self.gripper_max:
@@ -245,6 +296,9 @@ class Target:
     def __post_init__(self):
         if self.kind not in ("cpu", "tensorrt"):
             raise ManifestError(f"target.kind: {self.kind!r} is not cpu|tensorrt")
+        for key in ("gpu_name", "compute_capability", "tensorrt_version", "cuda_version"):
+            if getattr(self, key) is not None:
+                _text(f"target.{key}", getattr(self, key), 128)
 
 
 @dataclass(frozen=True)
@@ -270,6 +324,11 @@ class Manifest:
                 f"schema_version {self.schema_version} is not supported (this runtime reads "
                 f"{SCHEMA_VERSION}); rebuild the bundle with a matching vla-export"
             )
+        _bounded("files count", len(self.files), 1, MAX_FILES)
+        for rel, digest in self.files.items():
+            _rel_path(f"files[{rel[:60]!r}]", rel)
+            if not (isinstance(digest, str) and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)):
+                raise ManifestError(f"files[{rel!r}]: expected a sha256 hex digest")
         needed = HEAD_GRAPHS[self.decode.head]
         missing = [r for r in needed if r not in self.graphs]
         if missing:
@@ -277,6 +336,9 @@ class Manifest:
         for role, spec in self.graphs.items():
             if spec.file not in self.files:
                 raise ManifestError(f"graphs.{role}.file {spec.file!r} has no sha256 entry in files")
+            for rel in spec.data_files:
+                if rel not in self.files:
+                    raise ManifestError(f"graphs.{role}.data_files {rel!r} has no sha256 entry in files")
         if self.prompt.tokenizer_file not in self.files:
             raise ManifestError(f"prompt.tokenizer_file {self.prompt.tokenizer_file!r} has no entry in files")
         if self.control.replan_every > self.action.horizon:
@@ -297,26 +359,36 @@ class Manifest:
 
     @classmethod
     def from_json(cls, doc: Any) -> Manifest:
-        """Build and validate; every error names the JSON path of the bad field."""
+        """Build and validate; every error names the JSON path of the bad field.
+
+        The seal (checked by `load_sealed`) is not a manifest field and is ignored here."""
+        if isinstance(doc, Mapping) and SEAL_KEY in doc:
+            doc = {k: v for k, v in doc.items() if k != SEAL_KEY}
         return _build(cls, doc, "")
 
 
-def load_manifest(bundle_dir: str | Path) -> Manifest:
-    path = Path(bundle_dir) / MANIFEST_NAME
-    if not Path(bundle_dir).is_dir():
-        raise ManifestError(f"{bundle_dir}: not a bundle directory (expected a folder with {MANIFEST_NAME})")
-    if not path.is_file():
-        raise ManifestError(f"{path}: missing; is this a bundle built by `vla-export build`?")
+def load_sealed(bundle_dir: str | Path) -> tuple[Manifest, str]:
+    """(manifest, seal digest): the seal is checked before any field is trusted."""
+    doc = read_manifest_doc(bundle_dir)
     try:
-        doc = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ManifestError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg}); rebuild the bundle") from None
-    return Manifest.from_json(doc)
+        digest = check_seal(doc)
+    except SealError as exc:
+        raise ManifestError(str(exc)) from None
+    return Manifest.from_json(doc), digest
+
+
+def load_manifest(bundle_dir: str | Path) -> Manifest:
+    return load_sealed(bundle_dir)[0]
 
 
 def save_manifest(manifest: Manifest, bundle_dir: str | Path) -> Path:
+    """Write the manifest with a fresh seal, atomically (a reader sees the old or the new file)."""
     path = Path(bundle_dir) / MANIFEST_NAME
-    path.write_text(json.dumps(manifest.to_json(), indent=2, sort_keys=False) + "\n")
+    doc = manifest.to_json()
+    doc[SEAL_KEY] = make_seal(doc)
+    tmp = path.with_name(f".{MANIFEST_NAME}.tmp")
+    tmp.write_text(json.dumps(doc, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
     return path
 
 

@@ -1,9 +1,10 @@
 """A verified bundle as a `Policy`: frame + task -> ActionChunk in physical units.
 
 `load_policy` is the one place where a bundle becomes running objects, and it refuses early:
-hashes and manifest first, then the accuracy gate, then whether this machine is the target the
-engines were built for, then which backend runs the graphs. Only then are sessions created,
-once; every tick after that reuses the same sessions, buffers and the task's prompt ids.
+seal, hashes and manifest first, then the robot's trust store (signature), then the accuracy
+gate, then whether this machine is the target the engines were built for, then which backend
+runs the graphs. Only then are sessions created, once; every tick after that reuses the same
+sessions, buffers and the task's prompt ids.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from vla_runtime.runtime.decoders import Decoder, Unnormalizer, make_decoder
 from vla_runtime.runtime.manifest import HEAD_GRAPHS, Manifest, ManifestError, Target
 from vla_runtime.runtime.preprocess import Preprocessor
 from vla_runtime.runtime.tokenizer import PromptTokenizer
+from vla_runtime.runtime.trust import enforce as enforce_trust
 from vla_runtime.runtime.types import ActionChunk, Frame, Policy, RobotState
 
 logger = logging.getLogger(__name__)
@@ -187,6 +189,7 @@ def load_policy(
     engine_cache_dir: str | Path | None = None,
     spin: bool = False,
     exact_preprocess: bool = False,
+    trusted_keys: str | Path | None = None,
 ) -> BundlePolicy:
     """Verify a bundle, pick a backend, create every session once; refuse with one line otherwise.
 
@@ -194,6 +197,8 @@ def load_policy(
     requested backend cannot run here); both messages name the fix.
     """
     bundle = open_bundle(bundle_dir, verify=verify)
+    if verify:  # trusted_keys None: the default store ($VLA_RUNTIME_TRUSTED_KEYS or /etc/...), if any
+        enforce_trust(bundle, trusted_keys)
     manifest = bundle.manifest
     if manifest.gate_failed and not allow_failed_gate:
         summary = manifest.gate.get("summary") or manifest.gate.get("reason") or "see manifest.gate"

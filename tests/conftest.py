@@ -40,3 +40,9 @@ def tiny_bundle_copy(tiny_bundle, tmp_path):
         return dest
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def _no_system_trust_store(monkeypatch, tmp_path_factory):
+    """No test reads this machine's /etc/vla-runtime/trusted-keys: the default store is absent."""
+    monkeypatch.setenv("VLA_RUNTIME_TRUSTED_KEYS", str(tmp_path_factory.getbasetemp() / "no-trust-store"))

@@ -1,38 +1,16 @@
 """Flashing: verified staging, atomic `current` swap, rollback, and refusal of tampered bundles."""
 
-import json
 import tarfile
 
 import pytest
+from bundle_factory import write_bundle
 from vla_runtime.runtime import flash
-from vla_runtime.runtime.bundle import BundleError, hash_tree, open_bundle
+from vla_runtime.runtime.bundle import BundleError, open_bundle
 from vla_runtime.runtime.cli import main
 
 
 def _write_bundle(root, name="demo", payload=b"graph-bytes"):
-    """A schema-valid bundle whose graph files are opaque bytes (flashing never runs them)."""
-    root.mkdir(parents=True)
-    for rel in ("vision.onnx", "prefill.onnx", "head.onnx", "tokenizer.json"):
-        (root / rel).write_bytes(payload + rel.encode())
-    graphs = {role: {"file": f"{role}.onnx"} for role in ("vision", "prefill", "head")}
-    manifest = {
-        "schema_version": 1,
-        "model": {"name": name},
-        "graphs": graphs,
-        "preprocess": {"image_size": 32, "rescale_factor": 1 / 255, "image_mean": [0.5] * 3, "image_std": [0.5] * 3},
-        "prompt": {"template": "do {task}", "tokenizer_file": "tokenizer.json"},
-        "action": {
-            "dim": 2, "horizon": 2, "names": ["dx", "gripper"], "units": ["m", "open"], "kind": "ee_delta",
-            "normalization": {"kind": "q01_q99", "low": [-1, 0], "high": [1, 1]},
-        },
-        "decode": {"head": "parallel"},
-        "control": {"rate_hz": 10},
-        "safety": {},
-        "target": {"kind": "cpu"},
-        "files": hash_tree(root),
-    }
-    (root / "manifest.json").write_text(json.dumps(manifest))
-    return root
+    return write_bundle(root, name=name, payload=payload)
 
 
 def test_flash_installs_verifies_and_rolls_back(tmp_path):

@@ -12,6 +12,7 @@ import json
 import pytest
 from vla_runtime.runtime.cli import main as runtime_main
 from vla_runtime.runtime.manifest import SCHEMA_VERSION, Manifest, ManifestError
+from vla_runtime.runtime.seal import make_seal
 
 
 @pytest.fixture
@@ -100,6 +101,7 @@ def test_inspect_names_the_bad_field(tiny_bundle_copy, capsys):
     bundle = tiny_bundle_copy("tokens")
     doc = json.loads((bundle / "manifest.json").read_text())
     del doc["action"]["dim"]
+    doc["seal"] = make_seal(doc)  # a sealed but wrong manifest (an exporter bug, not tampering)
     (bundle / "manifest.json").write_text(json.dumps(doc))
     assert runtime_main(["inspect", str(bundle)]) != 0
     err = capsys.readouterr().err.strip()
