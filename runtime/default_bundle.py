@@ -16,7 +16,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from vla_runtime.runtime.manifest import MANIFEST_NAME
+from vla_runtime.runtime.manifest import MANIFEST_NAME, ManifestError, load_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,11 @@ def ensure_default_bundle(head: str = DEFAULT_HEAD, announce=None) -> Path:
     """Return the cached default bundle for `head`, building it first if needed."""
     target = default_bundle_dir(head)
     if (target / MANIFEST_NAME).is_file():
-        return target
+        try:
+            load_manifest(target)
+            return target
+        except ManifestError:  # cached by an older version (e.g. before manifests were sealed)
+            shutil.rmtree(target, ignore_errors=True)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.with_name(f"{target.name}.partial-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
