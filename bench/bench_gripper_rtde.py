@@ -17,6 +17,7 @@ import argparse
 import statistics
 import time
 
+from vla_runtime.common.cli import missing_dependency
 from vla_runtime.drivers.robotiq import codec
 from vla_runtime.drivers.robotiq.gripper import RobotiqConfig, open_gripper
 from vla_runtime.drivers.robotiq.registers import ACT, GTO
@@ -74,7 +75,9 @@ def bench_robotiq(ticks: int) -> None:
 
             theirs = timed(tick, ticks)
             client.close()
-        except ImportError:
+        except ImportError as exc:
+            if missing_dependency(exc) != "pymodbus":
+                raise
             print("  (pymodbus not installed: no reference row)")
     ref = statistics.median(theirs) if theirs else None
     if theirs:

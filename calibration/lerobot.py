@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 from vla_runtime.calibration.frames import CalibDataError, CalibFrame, CalibSource, as_rgb_uint8, decode_image_bytes
+from vla_runtime.common.cli import missing_dependency
 
 logger = logging.getLogger(__name__)
 
@@ -141,7 +142,9 @@ def decode_video_frame(path: Path, seconds: float, fps: float) -> np.ndarray:
     """The frame of an mp4 shown at `seconds` (nearest presentation time), as uint8 RGB."""
     try:
         import av
-    except ImportError:
+    except ImportError as exc:
+        if missing_dependency(exc) != "av":
+            raise
         raise CalibDataError(
             f"{path}: camera frames are mp4 video and PyAV is not installed; `pip install av` "
             "(part of 'vla-runtime[calib]') or pick an image camera with --camera"

@@ -19,9 +19,15 @@ PROJECT_PACKAGE = "vla_runtime"
 
 
 def missing_dependency(exc: ImportError) -> str | None:
-    """The third-party package whose absence caused `exc`, or None when the project itself is broken."""
+    """The third-party package whose absence caused `exc`, or None when something else is broken.
+
+    Only a module that is not found counts: a project module that fails to import, or an installed
+    package that imports badly (`cannot import name ...`, a missing shared library), is a bug to see.
+    """
     name = exc.name or ""
-    if not name or name == PROJECT_PACKAGE or name.startswith(PROJECT_PACKAGE + "."):
+    if not isinstance(exc, ModuleNotFoundError) or not name:
+        return None
+    if name == PROJECT_PACKAGE or name.startswith(PROJECT_PACKAGE + "."):
         return None
     return name.split(".")[0]
 

@@ -1,8 +1,9 @@
 """`vla-runtime sim-device KIND`: serve a simulated servo bus or controller for testing without hardware.
 
 Each kind lives in `vla_runtime.drivers.<pkg>.sim` and exposes `add_arguments(parser)` and
-`run(args)`. Modules import when the command line is built, and a kind whose module cannot be
-imported stays listed with the reason, so one missing piece never hides the others.
+`run(args)`. Modules import when the command line is built; a kind whose third-party package
+is missing stays listed with the reason, so one missing piece never hides the others, and a
+broken module of our own is raised, not listed.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import argparse
 import importlib
 import logging
 
+from vla_runtime.common.cli import missing_dependency
 from vla_runtime.common.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -53,12 +55,14 @@ def register(subparsers) -> None:
         module_name = f"vla_runtime.drivers.{pkg}.sim"
         try:
             module = importlib.import_module(module_name)
-            add_arguments, run = module.add_arguments, module.run
-        except (ImportError, AttributeError) as exc:
-            reason = f"{getattr(exc, 'name', None) or exc} is not available"
+        except ImportError as exc:
+            missing = missing_dependency(exc)
+            if missing is None:
+                raise
+            reason = f"{missing} is not installed"
             sp = kinds.add_parser(kind, help=f"(unavailable: {reason})")
             sp.set_defaults(func=_unavailable(kind, reason))
             continue
         sp = kinds.add_parser(kind, help=_first_line(module.__doc__, f"simulated {kind}"))
-        add_arguments(sp)
-        sp.set_defaults(func=_runner(kind, run))
+        module.add_arguments(sp)
+        sp.set_defaults(func=_runner(kind, module.run))

@@ -11,6 +11,7 @@ import logging
 import sys
 from pathlib import Path
 
+from vla_runtime.common.cli import import_optional
 from vla_runtime.common.errors import UserError
 from vla_runtime.runtime.manifest import HEADS, SafetyDefaults
 from vla_runtime.runtime.robot_description import RobotDescription, RobotDescriptionError, load_robot_description
@@ -113,11 +114,9 @@ def build_robot(desc: RobotDescription, seed: int | None = None, views: tuple[st
     if desc.arm.driver == "sim":
         if desc.gripper and desc.gripper.driver != "sim":
             raise UserError(f"{desc.source}: a sim arm needs [gripper] driver = 'sim'")
-        try:
-            from vla_runtime.runtime.sim.robot import SimRobot
-            from vla_runtime.runtime.sim.world import SimConfig, SimWorld
-        except ImportError as exc:
-            raise UserError(f"the simulated robot needs MuJoCo ({exc}); pip install 'vla-runtime[sim]'") from None
+        import_optional("vla_runtime.runtime.sim.world", extra="sim")  # MuJoCo: one line if it is absent
+        from vla_runtime.runtime.sim.robot import SimRobot
+        from vla_runtime.runtime.sim.world import SimConfig, SimWorld
         options = dict(desc.sim)
         if seed is not None:
             options["seed"] = seed

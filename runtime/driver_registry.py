@@ -16,7 +16,8 @@ import pkgutil
 import re
 from types import ModuleType
 
-from vla_runtime.common.cli import missing_dependency
+from vla_runtime.common.cli import import_optional, missing_dependency
+from vla_runtime.common.errors import UserError
 from vla_runtime.common.typed_table import suggest
 
 ROLES = ("arm", "gripper", "camera")
@@ -69,7 +70,9 @@ def available(role: str) -> list[str]:
     for info in pkgutil.iter_modules(package.__path__):
         try:
             module = importlib.import_module(f"{PACKAGES[role]}.{info.name}")
-        except ImportError:
+        except ImportError as exc:
+            if missing_dependency(exc) is None:
+                raise  # a broken module of ours, not an uninstalled option
             continue
         if hasattr(module, f"make_{role}"):
             names.append(info.name.replace("_", "-"))
@@ -80,7 +83,9 @@ def _sim_options(role: str) -> type | None:
     if role != "camera":
         return None  # the sim arm and gripper have no keys of their own
     try:
-        from vla_runtime.runtime.sim.robot import SimCameraOptions
-    except ImportError as exc:
-        raise DriverLookupError(f"the simulated camera needs MuJoCo ({exc}); pip install 'vla-runtime[sim]'") from None
+        import_optional("vla_runtime.runtime.sim.world", extra="sim")  # MuJoCo
+    except UserError as exc:
+        raise DriverLookupError(f"the simulated camera: {exc}") from None
+    from vla_runtime.runtime.sim.robot import SimCameraOptions
+
     return SimCameraOptions

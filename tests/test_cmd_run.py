@@ -8,8 +8,9 @@ import sys
 
 import numpy as np
 import pytest
+import vla_runtime.runtime.sim  # noqa: F401 - picks MuJoCo's offscreen GL before mujoco is imported
 
-pytest.importorskip("vla_runtime.runtime.sim.world", reason="needs MuJoCo (pip install vla-runtime[sim])")
+pytest.importorskip("mujoco", reason="needs MuJoCo (pip install vla-runtime[sim])")
 
 from vla_runtime.runtime.cli import main  # noqa: E402
 from vla_runtime.runtime.default_bundle import default_bundle_dir  # noqa: E402

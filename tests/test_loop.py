@@ -7,8 +7,9 @@ import time
 
 import numpy as np
 import pytest
+import vla_runtime.runtime.sim  # noqa: F401 - picks MuJoCo's offscreen GL before mujoco is imported
 
-pytest.importorskip("vla_runtime.runtime.sim.world", reason="needs MuJoCo (pip install vla-runtime[sim])")
+pytest.importorskip("mujoco", reason="needs MuJoCo (pip install vla-runtime[sim])")
 
 from vla_runtime.runtime.loop import ChunkCursor, ControlLoop, LoopConfig  # noqa: E402
 from vla_runtime.runtime.manifest import SafetyDefaults  # noqa: E402

@@ -13,10 +13,11 @@ import cv2
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
+from vla_runtime.common.cli import missing_dependency
 from vla_runtime.runtime.manifest import Preprocess
 from vla_runtime.runtime.preprocess import Preprocessor, resample_taps
 
-transformers = pytest.importorskip("transformers")
+transformers = pytest.importorskip("transformers", reason="the reference SigLIP processor is transformers' own")
 from transformers.image_utils import PILImageResampling  # noqa: E402
 from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil  # noqa: E402
 
@@ -44,22 +45,26 @@ def drawn_image(height: int, width: int, seed: int) -> np.ndarray:
 
 
 def rendered_frames() -> list[np.ndarray]:
-    """Frames of the simulated tabletop from MuJoCo's offscreen renderer, if it can render here."""
+    """Frames of the simulated tabletop from MuJoCo's offscreen renderer; skips only without MuJoCo or GL."""
     os.environ.setdefault("MUJOCO_GL", "egl")
     try:
         import mujoco
-
-        model = mujoco.MjModel.from_xml_path(str(TABLETOP))
-        data = mujoco.MjData(model)
-        mujoco.mj_forward(model, data)
-        frames = []
-        for height, width in ((240, 320), (200, 200), (90, 160)):
-            with mujoco.Renderer(model, height, width) as renderer:
-                renderer.update_scene(data, camera="front")
-                frames.append(renderer.render().copy())
-        return frames
-    except Exception:  # no mujoco, no GL: the drawn images still cover the comparison
-        return []
+    except ImportError as exc:  # not installed, or its GL platform library (EGL/OSMesa) is absent
+        reason = "MuJoCo is not installed" if missing_dependency(exc) == "mujoco" else f"MuJoCo cannot load ({exc})"
+        pytest.skip(f"{reason}; pip install 'vla-runtime[sim]' and an EGL driver")
+    model = mujoco.MjModel.from_xml_path(str(TABLETOP))
+    data = mujoco.MjData(model)
+    mujoco.mj_forward(model, data)
+    try:
+        mujoco.Renderer(model, 8, 8).close()
+    except (mujoco.FatalError, RuntimeError, ImportError) as exc:  # no EGL device or display on this machine
+        pytest.skip(f"MuJoCo cannot open an offscreen GL context here: {exc}")
+    frames = []
+    for height, width in ((240, 320), (200, 200), (90, 160)):
+        with mujoco.Renderer(model, height, width) as renderer:
+            renderer.update_scene(data, camera="front")
+            frames.append(renderer.render().copy())
+    return frames
 
 
 def reference(image: np.ndarray, size: int, resample: str) -> np.ndarray:
@@ -93,8 +98,7 @@ def test_matches_transformers_siglip_processor_on_drawn_images(resample, size):
 
 def test_matches_transformers_on_mujoco_rendered_frames():
     frames = rendered_frames()
-    if not frames:
-        pytest.skip("MuJoCo offscreen rendering is unavailable here (no mujoco or no EGL)")
+    assert len(frames) == 3
     prep = ours(224, "bicubic")
     for frame in frames:
         diff = np.abs(prep(frame) - reference(frame, 224, "bicubic")).max()

@@ -10,10 +10,8 @@ from vla_runtime.drivers.arm import _OPEN_BUSES
 from vla_runtime.drivers.base import DriverState
 from vla_runtime.drivers.dynamixel.sim import DynamixelSim
 from vla_runtime.drivers.feetech.sim import FeetechSim
+from vla_runtime.runtime import robot_description
 
-robot_description = pytest.importorskip(
-    "vla_runtime.runtime.robot_description", reason="the robot description parser ships with the runtime"
-)
 pytestmark = pytest.mark.timeout(60)
 
 CASES = [

@@ -14,8 +14,8 @@ from vla_runtime.drivers.dynamixel.sim import DynamixelSim
 from vla_runtime.drivers.gripper_servo import ServoGripper, ServoGripperConfig
 from vla_runtime.drivers.link import Link, LinkConfig
 from vla_runtime.drivers.transport import SerialConfig, SerialTransport
+from vla_runtime.runtime import robot as robot_module
 
-robot_module = pytest.importorskip("vla_runtime.runtime.robot", reason="DriverRobot ships with the runtime")
 pytestmark = pytest.mark.timeout(60)
 
 

@@ -2,8 +2,9 @@
 
 import numpy as np
 import pytest
+import vla_runtime.runtime.sim  # noqa: F401 - picks MuJoCo's offscreen GL before mujoco is imported
 
-pytest.importorskip("vla_runtime.runtime.sim.world", reason="needs MuJoCo (pip install vla-runtime[sim])")
+pytest.importorskip("mujoco", reason="needs MuJoCo (pip install vla-runtime[sim])")
 
 from vla_runtime.runtime.robot import matrix_to_rpy, rotation_vector, rpy_to_matrix  # noqa: E402
 from vla_runtime.runtime.sim.robot import SimCamera, SimRobot  # noqa: E402

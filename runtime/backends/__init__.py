@@ -16,6 +16,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from vla_runtime.common.cli import missing_dependency
 from vla_runtime.runtime.backends.base import DEVICES, Backend, BackendError, BackendOptions
 from vla_runtime.runtime.manifest import GraphSpec
 
@@ -40,9 +41,12 @@ def backend_class(name: str) -> type[Backend] | str:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        if exc.name == module_name:
+        if isinstance(exc, ModuleNotFoundError) and exc.name == module_name:
             return f"backend {name!r} is not part of this install"
-        return f"backend {name!r} is unavailable: {exc.name or exc} is not installed"
+        missing = missing_dependency(exc)
+        if missing is None:
+            raise
+        return f"backend {name!r} is unavailable: {missing} is not installed"
     cls = getattr(module, f"{name.capitalize()}Backend", None)
     if not (isinstance(cls, type) and issubclass(cls, Backend)):
         return f"backend {name!r}: {module_name} does not define {name.capitalize()}Backend"
@@ -126,6 +130,8 @@ def tensorrt_version() -> str | None:
     """The installed TensorRT version, or None when its Python package is absent."""
     try:
         import tensorrt
-    except ImportError:
+    except ImportError as exc:
+        if missing_dependency(exc) != "tensorrt":
+            raise
         return None
     return str(tensorrt.__version__)
