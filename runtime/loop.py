@@ -42,8 +42,8 @@ class LoopConfig:
     replan_every: int = 1  # ticks between inferences; the bundle's control.replan_every by default
     asynchronous: bool = False  # infer in a worker thread while commanding from the current chunk
     max_consecutive_rejects: int = 3  # held (rejected) actions in a row before a safe stop
-    # seconds; a frame older than this when inference is due is not inferred on (a frozen camera
-    # must not steer the arm): the current chunk continues, or the robot holds when it runs out
+    # seconds; a frame older than this when inference is due is not inferred on (a frozen or
+    # unplugged camera must not steer the arm): the robot holds until a fresh frame arrives
     max_frame_age: float = 0.5
     stop: StopConfig = field(default_factory=StopConfig)  # on_stop, park pose, failed-tick budget
 
@@ -65,7 +65,7 @@ class EpisodeResult:
     inferences: int = 0  # chunks predicted (warm-up included)
     starved_ticks: int = 0  # ticks with no valid chunk step: the robot held position
     stale_steps_dropped: int = 0  # chunk steps whose slot had passed when the chunk arrived
-    stale_frames: int = 0  # inferences skipped because the camera frame was too old
+    stale_frames: int = 0  # ticks held (inference skipped) because the camera frame was too old
     warmup_s: float = 0.0  # seconds of the first (warm-up) inference
     failed_ticks: int = 0  # ticks whose bus exchange failed (timeout, corrupt reply); the devices held
     consecutive_failed: int = 0
@@ -163,6 +163,7 @@ class ControlLoop:
         self._signal: str | None = None
         self._activated = False
         self._last_gripper: float | None = None  # the last opening sent, kept through a park
+        self._fresh = True  # the last frame checked was fresh (logs the start of a stale spell once)
         self._clock = scheduler._clock
 
     def request_stop(self) -> None:
@@ -242,14 +243,17 @@ class ControlLoop:
         except TransientRobotError as exc:
             return self._failed_tick(exc, result, last_plan)
         replan = k - last_plan >= self.config.replan_every
-        frame, inference = None, -1
+        frame, inference, stale = None, -1, False
         if replan or self.recorder is not None:
             with sched.section("capture"):
                 frame = self.camera.read(now)
             if replan and now - frame.t_capture > self.config.max_frame_age:
+                if self._fresh:
+                    age_ms = (now - frame.t_capture) * 1e3
+                    logger.warning("camera frame is %.0f ms old: holding until frames return", age_ms)
                 result.stale_frames += 1
-                logger.warning("camera frame is %.0f ms old: not inferring on it", (now - frame.t_capture) * 1e3)
-                replan = False
+                replan, stale = False, True  # and every tick until a fresh frame: replanning stays due
+            self._fresh = not stale
         if worker is not None:
             done = worker.poll()
             if done is not None:
@@ -267,7 +271,7 @@ class ControlLoop:
             result.inferences += 1
             result.stale_steps_dropped += cursor.set(chunk, k, k)
             last_plan = k
-        desired = cursor.action_at(k)
+        desired = None if stale else cursor.action_at(k)  # a blind camera holds the arm
         with sched.section("safety"):
             if desired is None:  # no chunk step for this slot: hold, which is not a rejected action
                 result.starved_ticks += 1

@@ -33,9 +33,9 @@ class VideoOptions:
     fps: float = 0.0  # frames per second delivered; 0 = the file's own rate (image folders: 10)
     width: int = 0  # pixels; frames are resized to width x height when both are given, else kept as stored
     height: int = 0  # pixels
-    stop_after_frames: int = 0  # act unplugged after delivering this many frames; 0 = never
-    stop_after: float = 0.0  # seconds after the first frame to act unplugged; 0 = never
-    resume_after: float = 0.0  # seconds unplugged before frames come back; 0 = never
+    stop_after_frames: int = 0  # act unplugged (once) after delivering this many frames; 0 = never
+    stop_after: float = 0.0  # seconds after the first frame to act unplugged (once); 0 = never
+    resume_after: float = 0.0  # seconds unplugged before frames come back for good; 0 = never
 
     def __post_init__(self):
         if not self.path:
@@ -54,6 +54,7 @@ class _Unplug:
         self.delivered = 0
         self.t_first: float | None = None
         self.t_lost: float | None = None
+        self.replugged = False  # one unplug per run: after the replug frames keep coming
 
     def count(self) -> None:
         self.t_first = self._clock() if self.t_first is None else self.t_first
@@ -64,9 +65,11 @@ class _Unplug:
         o, now = self.options, self._clock()
         if self.t_lost is not None:
             if o.resume_after and now - self.t_lost >= o.resume_after:
-                self.t_lost, self.delivered, self.t_first = None, 0, None  # replugged: a new stop window
+                self.t_lost, self.replugged = None, True
                 return False
             return True
+        if self.replugged:
+            return False
         hit_frames = o.stop_after_frames and self.delivered >= o.stop_after_frames
         hit_time = o.stop_after and self.t_first is not None and now - self.t_first >= o.stop_after
         if hit_frames or hit_time:
