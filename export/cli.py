@@ -1,4 +1,4 @@
-"""`vla-export`: the workstation command line (build, verify, quantize, engine, dataset, keygen, sign)."""
+"""`vla-export`: the workstation command line (build, verify, quantize, engine, dataset, keygen, sign, train)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ SUBCOMMANDS = {
     "dataset": "vla_runtime.calibration.cmd_dataset",
     "keygen": "vla_runtime.export.cmd_keygen",
     "sign": "vla_runtime.export.cmd_sign",
+    "train": "vla_runtime.export.cmd_train",
 }
 
 

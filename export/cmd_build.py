@@ -23,6 +23,8 @@ def register(subparsers) -> None:
     p.add_argument("--preset", default="tiny", choices=PRESETS, help="size preset (ignored with --checkpoint)")
     p.add_argument("--checkpoint", metavar="DIR", help="local checkpoint: config.json + model.safetensors + "
                    "tokenizer.json + norm_stats.json")
+    p.add_argument("--demo-checkpoint", action="store_true",
+                   help="build from the trained demo checkpoint shipped in the package (see `vla-export train`)")
     p.add_argument("--out", required=True, metavar="DIR", help="bundle directory to create")
     p.add_argument("--seed", type=int, default=0, help="weights seed (presets) and flow noise seed")
     p.add_argument("--force", action="store_true", help="replace a non-empty --out")
@@ -39,7 +41,13 @@ def run(args) -> int:
     from vla_runtime.runtime.manifest import load_manifest
 
     start = time.perf_counter()
+    if args.demo_checkpoint and args.checkpoint:
+        raise UserError("--demo-checkpoint and --checkpoint both name the weights; pass one of them")
     try:
+        if args.demo_checkpoint:
+            from vla_runtime.export.demo_checkpoints import shipped_checkpoint
+
+            args.checkpoint = shipped_checkpoint(args.head)
         source = load_source(args.head, preset=args.preset, checkpoint=args.checkpoint, seed=args.seed)
         if args.save_checkpoint:
             saved = save_checkpoint(source, args.save_checkpoint)

@@ -115,28 +115,39 @@ class ReferenceVLA(nn.Module):
 
     def _full_inputs(self, input_ids: torch.Tensor, suffix: torch.Tensor | None):
         n = self.cfg.num_image_tokens
-        image_ids = torch.full((1, n), self.vlm.config.image_token_id, dtype=torch.long)  # [1, N]
+        image_ids = torch.full((input_ids.shape[0], n), self.vlm.config.image_token_id, dtype=torch.long)  # [B, N]
         parts = [image_ids, input_ids] + ([suffix] if suffix is not None else [])
-        ids = torch.cat(parts, dim=1)  # [1, N+T(+k)]
+        ids = torch.cat(parts, dim=1)  # [B, N+T(+k)]
         token_type = torch.zeros_like(ids)  # 0 = bidirectional prefix
         if suffix is not None:
             token_type[:, n + input_ids.shape[1] :] = 1  # generated ids are causal
         return ids, token_type
 
-    @torch.no_grad()
-    def reference_hidden(self, pixel_values: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+    def prefix_hidden(self, pixel_values: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+        """Backbone hidden states over image + prompt, batched and differentiable (training uses it)."""
         ids, token_type = self._full_inputs(input_ids, None)
         out = self.vlm.model(input_ids=ids, pixel_values=pixel_values, token_type_ids=token_type, use_cache=False)
-        return out.last_hidden_state  # [1, N+T, E]
+        return out.last_hidden_state  # [B, N+T, E]
+
+    def sequence_action_logits(
+        self, pixel_values: torch.Tensor, input_ids: torch.Tensor, generated: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Action logits at every position from the last prompt id on, via one uncached forward."""
+        ids, token_type = self._full_inputs(input_ids, generated)
+        out = self.vlm(input_ids=ids, pixel_values=pixel_values, token_type_ids=token_type, use_cache=False)
+        k = 0 if generated is None else generated.shape[1]
+        return self.action_slice(out.logits[:, -(k + 1) :])  # [B, k+1, 256]
+
+    @torch.no_grad()
+    def reference_hidden(self, pixel_values: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.prefix_hidden(pixel_values, input_ids)  # [1, N+T, E]
 
     @torch.no_grad()
     def reference_token_logits(
         self, pixel_values: torch.Tensor, input_ids: torch.Tensor, generated: torch.Tensor | None
     ) -> torch.Tensor:
         """Action logits after the prompt and `generated` action ids, via one uncached forward."""
-        ids, token_type = self._full_inputs(input_ids, generated)
-        out = self.vlm(input_ids=ids, pixel_values=pixel_values, token_type_ids=token_type, use_cache=False)
-        return self.action_slice(out.logits[:, -1])  # [1, 256]
+        return self.sequence_action_logits(pixel_values, input_ids, generated)[:, -1]  # [1, 256]
 
     @torch.no_grad()
     def reference_tokens(self, pixel_values: torch.Tensor, input_ids: torch.Tensor) -> list[int]:

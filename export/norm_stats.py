@@ -12,6 +12,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 logger = logging.getLogger(__name__)
 
 NORM_STATS_FILE = "norm_stats.json"
@@ -73,6 +75,46 @@ def default_norm_stats() -> NormStats:
         high=(0.015, 0.015, 0.015, 0.08, 0.08, 0.08, 1.0),
         mask=(True, True, True, True, True, True, False),
     )
+
+
+def stats_from_actions(
+    actions: np.ndarray,
+    names: tuple[str, ...] = EE_DELTA_NAMES,
+    units: tuple[str, ...] = EE_DELTA_UNITS,
+    space: str = "ee_delta",
+    min_span: float = 1e-4,  # physical units; a dimension that never moves still gets a usable range
+) -> NormStats:
+    """q01/q99 per dimension, measured on demonstration actions [N, D] (OpenVLA's statistics)."""
+    a = np.asarray(actions, dtype=np.float64)  # [N, D]
+    if a.ndim != 2 or a.shape[1] != len(names) or len(a) < 2:
+        raise ValueError(f"need actions [N>=2, {len(names)}] to measure statistics, got shape {a.shape}")
+    if not np.isfinite(a).all():
+        raise ValueError("demonstration actions contain NaN or inf; re-record the episodes")
+    low, high = np.quantile(a, 0.01, axis=0), np.quantile(a, 0.99, axis=0)  # [D]
+    centre, half = (low + high) / 2, np.maximum((high - low) / 2, min_span / 2)
+    return NormStats(
+        kind="q01_q99",
+        names=tuple(names),
+        units=tuple(units),
+        low=tuple(float(v) for v in centre - half),
+        high=tuple(float(v) for v in centre + half),
+        mask=(True,) * len(names),
+        space=space,
+    )
+
+
+def normalize_actions(stats: NormStats, actions: np.ndarray) -> np.ndarray:
+    """Physical [..., D] -> model space, clipped to [-1, 1]; the inverse of the runtime's unnormaliser."""
+    a = np.asarray(actions, dtype=np.float64)
+    mask = np.asarray(stats.mask if stats.mask else (True,) * stats.dim, dtype=bool)  # [D]
+    if stats.kind == "q01_q99":
+        low, high = np.asarray(stats.low), np.asarray(stats.high)
+        scaled = (a - low) / (high - low) * 2.0 - 1.0
+    elif stats.kind == "mean_std":
+        scaled = (a - np.asarray(stats.mean)) / np.asarray(stats.std)
+    else:
+        scaled = a
+    return np.clip(np.where(mask, scaled, a), -1.0, 1.0).astype(np.float32)
 
 
 def save_norm_stats(stats: NormStats, directory: Path) -> Path:

@@ -14,6 +14,7 @@ from vla_runtime.common.cli import dispatch, register_subcommands
 # subcommand -> module providing `register(subparsers)`; each module owns its arguments.
 SUBCOMMANDS = {
     "run": "vla_runtime.runtime.cmd_run",
+    "eval": "vla_runtime.runtime.cmd_eval",
     "profile": "vla_runtime.runtime.cmd_profile",
     "inspect": "vla_runtime.runtime.cmd_inspect",
     "flash": "vla_runtime.runtime.cmd_flash",

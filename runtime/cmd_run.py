@@ -24,7 +24,8 @@ DEFAULT_STEPS = 100  # ticks: 10 s at the default 10 Hz
 
 def register(sub) -> None:
     p = sub.add_parser("run", help="run a policy bundle on a robot (default: the embedded demo on the sim)")
-    p.add_argument("--task", default=DEFAULT_TASK, help=f"instruction for the policy (default: {DEFAULT_TASK!r})")
+    p.add_argument("--task", help=f"instruction for the policy (default: {DEFAULT_TASK!r}; with --episodes,"
+                   " the sim's instructions in turn)")
     p.add_argument("--bundle", metavar="DIR", help="bundle directory (default: the embedded tiny bundle, built once)")
     p.add_argument("--head", choices=HEADS, default=None, help="head of the embedded default bundle (parallel)")
     p.add_argument("--policy", choices=("bundle", "scripted"), default="bundle",
@@ -45,6 +46,8 @@ def register(sub) -> None:
     p.add_argument("--record-raw", action="store_true",
                    help="record lossless rgb8 frames instead of JPEG (for INT8 calibration; ~15x larger)")
     p.add_argument("--seed", type=int, help="simulator seed (block placement)")
+    p.add_argument("--episodes", type=int, metavar="N",
+                   help="run N sim episodes on seeds seed..seed+N-1 without pacing (demonstrations with --record)")
     p.set_defaults(func=cmd_run)
 
 
@@ -99,7 +102,9 @@ def open_policy(args):
         raise UserError(str(exc)) from None
     m = policy.manifest
     label = f"{m.model.get('name', bundle_dir.name)} ({m.head} head, {policy.backend_name})"
-    if not args.bundle:
+    if not args.bundle and str(m.model.get("source", "")).startswith("checkpoint"):
+        label += " - the embedded demo policy, trained on scripted sim demonstrations"
+    elif not args.bundle:
         label += " - the embedded random-weight demo bundle: the arm moves meaninglessly, but within the limits"
     return policy, m, label
 
@@ -182,16 +187,26 @@ def cmd_run(args) -> int:
         raise UserError("--policy scripted runs without a bundle; drop --bundle / --head")
     if not (0 <= args.rt_priority <= 99):
         raise UserError(f"--rt-priority {args.rt_priority}: must be 0 (off) or 1..99")
-    return run_episode(args, load_robot(args))
+    desc = load_robot(args)
+    if args.episodes is not None:
+        from vla_runtime.runtime.cmd_eval import record_demonstrations
+
+        if args.episodes < 1:
+            raise UserError(f"--episodes {args.episodes}: must be at least 1")
+        return record_demonstrations(args, desc)
+    args.task = args.task or DEFAULT_TASK
+    return run_episode(args, desc)
 
 
 
 def target_block(task: str) -> str:
-    """The sim block a task names (red by default); used by the scripted policy and the summary."""
-    for colour in ("red", "green", "blue"):
-        if colour in task.lower():
-            return f"{colour}_block"
-    return "red_block"
+    """The sim block a task names (red when it names none); used by the scripted policy and the summary."""
+    from vla_runtime.runtime.sim.tasks import UnknownTaskError, task_block
+
+    try:
+        return task_block(task)
+    except UnknownTaskError:
+        return "red_block"
 
 
 def _check_mapping(kind: str, desc: RobotDescription) -> None:
@@ -266,6 +281,7 @@ def run_episode(args, desc: RobotDescription) -> int:
     from vla_runtime.runtime.robot import STOP_KEYS, StopConfig
     from vla_runtime.runtime.safety import ActionSafety, SafetyConfigError, SafetyLimits
     from vla_runtime.runtime.scheduler import Scheduler, SchedulerConfig
+    from vla_runtime.runtime.sim.tasks import LIFT_SUCCESS_M
     from vla_runtime.runtime.trace import write_trace
 
     if args.record:  # the recorder's packages, before any driver opens a port
@@ -347,7 +363,8 @@ def run_episode(args, desc: RobotDescription) -> int:
         end = world.body_position(target_block(args.task))
         moved = float(((end - start)[:2] ** 2).sum() ** 0.5)
         lifted = round(float(end[2] - start[2]), 3) + 0.0  # + 0.0 turns -0.0 into 0.0
-        print(f"sim: {target_block(args.task)} moved {moved:.3f} m sideways, lifted {lifted:.3f} m")
+        verdict = "picked up" if lifted >= LIFT_SUCCESS_M else "not picked up"
+        print(f"sim: {target_block(args.task)} moved {moved:.3f} m sideways, lifted {lifted:.3f} m: {verdict}")
     extra = {"episode": {"stop_reason": result.stop_reason, "ticks": result.ticks,
                          "inferences": result.inferences, "starved_ticks": result.starved_ticks,
                          "failed_ticks": result.failed_ticks, "signal": result.signal,

@@ -46,3 +46,14 @@ def tiny_bundle_copy(tiny_bundle, tmp_path):
 def _no_system_trust_store(monkeypatch, tmp_path_factory):
     """No test reads this machine's /etc/vla-runtime/trusted-keys: the default store is absent."""
     monkeypatch.setenv("VLA_RUNTIME_TRUSTED_KEYS", str(tmp_path_factory.getbasetemp() / "no-trust-store"))
+
+
+@pytest.fixture(scope="session")
+def demo_bundle(tmp_path_factory):
+    """The trained demo `parallel` checkpoint shipped in the package, exported once per session."""
+    pytest.importorskip("torch", reason="exporting the demo checkpoint needs torch (pip install vla-runtime[export])")
+    from vla_runtime.export.build import build_bundle
+    from vla_runtime.export.demo_checkpoints import shipped_checkpoint
+
+    root = tmp_path_factory.mktemp("demo-parallel")
+    return build_bundle(root / "bundle", "parallel", checkpoint=shipped_checkpoint("parallel"), progress=False)

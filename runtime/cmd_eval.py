@@ -1,0 +1,209 @@
+"""`vla-runtime eval`: closed-loop success of a bundle (or the scripted expert) on held-out sim seeds.
+
+Each episode gets its own freshly seeded scene; the bundle's sessions are created once and the
+policy is reset between episodes. Episodes run on the skipping clock (runtime.sim.episode), so
+the figures are those of a paced run while the wall time is only the compute. The same batch
+runner records demonstrations for `vla-runtime --policy scripted --episodes N --record DIR`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from vla_runtime.common.errors import UserError
+from vla_runtime.runtime.manifest import SafetyDefaults
+from vla_runtime.runtime.robot_description import RobotDescription, RobotDescriptionError, load_robot_description
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_EPISODES = 50
+EPISODE_STEPS = 100  # ticks: 10 s at 10 Hz, enough for the expert to lift any block
+
+
+def register(sub) -> None:
+    from vla_runtime.runtime.sim.tasks import HELD_OUT_SEED_START
+
+    p = sub.add_parser("eval", help="closed-loop success rate on held-out simulator seeds")
+    p.add_argument("--bundle", metavar="DIR", help="bundle directory (default: the embedded demo bundle)")
+    p.add_argument("--policy", choices=("bundle", "scripted"), default="bundle",
+                   help="'scripted': the model-free expert, the ceiling a trained policy can reach")
+    p.add_argument("--episodes", type=int, default=DEFAULT_EPISODES, help=f"episodes (default {DEFAULT_EPISODES})")
+    p.add_argument("--seed", type=int, default=HELD_OUT_SEED_START,
+                   help=f"first sim seed; episode i uses seed+i (held-out: >= {HELD_OUT_SEED_START})")
+    p.add_argument("--task", action="append", metavar="TEXT",
+                   help="instruction; repeat to cycle several (default: red, green and blue in turn)")
+    p.add_argument("--steps", type=int, default=EPISODE_STEPS, help=f"ticks per episode (default {EPISODE_STEPS})")
+    p.add_argument("--robot", default="sim", help="built-in sim robot or a TOML whose arm driver is 'sim'")
+    p.add_argument("--backend", default="cpu", choices=("auto", "cpu", "cuda", "tensorrt"),
+                   help="device that runs the graphs (default cpu)")
+    p.add_argument("--allow-failed-gate", action="store_true", help="evaluate a bundle whose INT8 gate failed")
+    p.add_argument("--json", metavar="OUT", help="write every episode and the summary as JSON")
+    p.set_defaults(func=cmd_eval, head=None)
+
+
+@dataclass
+class PolicySetup:
+    """What the batch runner needs to know about the policy, however it was made."""
+
+    make: Callable  # (world, block) -> Policy for one episode
+    kind: str  # action space: ee_delta | joint_position
+    dim: int
+    horizon: int
+    rate_hz: float
+    replan_every: int
+    defaults: SafetyDefaults
+    label: str
+    name: str  # short name for recordings
+    close: Callable[[], None]
+
+
+def scripted_setup() -> PolicySetup:
+    from vla_runtime.runtime.scripted import GraspScript, ScriptedGraspPolicy
+
+    script = GraspScript()
+
+    def make(world, block):
+        return ScriptedGraspPolicy(lambda: world.body_position(block), script)
+
+    return PolicySetup(make, "ee_delta", 7, script.horizon, 10.0, 2, SafetyDefaults(),
+                       "scripted reach-and-grasp expert (reads the block position from the simulator)",
+                       "scripted", lambda: None)
+
+
+def bundle_setup(args) -> PolicySetup:
+    from vla_runtime.runtime.cmd_run import open_policy
+
+    policy, m, label = open_policy(args)
+    return PolicySetup(lambda world, block: policy, m.action.kind, m.action.dim, m.action.horizon,
+                       m.control.rate_hz, m.control.replan_every, m.safety, label,
+                       str(m.model.get("name", "bundle")), policy.close)
+
+
+def run_batch(setup: PolicySetup, desc: RobotDescription, seeds: list[int], tasks: list[str], steps: int,
+              record: str | None = None, on_episode: Callable | None = None) -> list:
+    """One fresh scene per seed; returns the EpisodeOutcome list in seed order."""
+    from vla_runtime.runtime.cmd_run import build_robot
+    from vla_runtime.runtime.loop import LoopConfig
+    from vla_runtime.runtime.recorder import EpisodeRecorder
+    from vla_runtime.runtime.safety import ActionSafety, SafetyConfigError, SafetyLimits
+    from vla_runtime.runtime.sim.episode import run_sim_episode
+    from vla_runtime.runtime.sim.tasks import UnknownTaskError, task_block
+
+    if setup.kind != desc.mapping:
+        raise UserError(f"the policy emits {setup.kind} actions but {desc.source} maps actions as {desc.mapping}")
+    try:
+        blocks = [task_block(t) for t in tasks]
+        limits = SafetyLimits.from_sources(setup.defaults, desc.safety, desc.joint_min, desc.joint_max,
+                                           desc.joint_max_velocity)
+        loop = LoopConfig(steps, setup.replan_every, False, limits.max_consecutive_rejects)
+    except (UnknownTaskError, SafetyConfigError, ValueError) as exc:
+        raise UserError(str(exc)) from None
+    outcomes = []
+    for i, seed in enumerate(seeds):
+        task, block = tasks[i % len(tasks)], blocks[i % len(tasks)]
+        robot, camera, world = build_robot(desc, seed)
+        if world is None:
+            raise UserError(f"{desc.source}: episodes need the simulated robot (arm driver 'sim')")
+        try:
+            safety = ActionSafety(limits, setup.kind, setup.dim, robot.kinematics, len(robot.joint_names))
+            recorder = EpisodeRecorder(record, task, setup.rate_hz, setup.name, desc.name) if record else None
+            outcome = run_sim_episode(setup.make(world, block), robot, camera, world, safety, task, block, seed,
+                                      setup.rate_hz, loop, recorder)
+            if recorder is not None:
+                recorder.close()
+        finally:
+            robot.close()
+            camera.close()
+        outcomes.append(outcome)
+        if on_episode is not None:
+            on_episode(i, outcome)
+    return outcomes
+
+
+def episode_line(i: int, n: int, o) -> str:
+    when = f" at {o.time_to_success_s:.1f} s" if o.time_to_success_s is not None else ""
+    verdict = "lifted" if o.success else "FAILED"
+    return (f"[{i + 1}/{n}] seed {o.seed} {o.task!r}: {verdict}{when} ({o.block} +{o.lifted_m:.3f} m)"
+            + ("" if o.stop_reason == "completed" else f" [{o.stop_reason}]"))
+
+
+def sim_description(robot: str) -> RobotDescription:
+    try:
+        desc = load_robot_description(robot)
+    except RobotDescriptionError as exc:
+        raise UserError(str(exc)) from None
+    if desc.arm.driver != "sim":
+        raise UserError(f"{desc.source}: evaluation runs in the simulator; pass --robot sim")
+    return desc
+
+
+def cmd_eval(args) -> int:
+    from vla_runtime.runtime.evaluation import format_summary, summarize
+    from vla_runtime.runtime.sim.tasks import COLOURS, canonical_task, check_eval_seeds
+
+    if args.episodes < 1 or args.steps < 1:
+        raise UserError("--episodes and --steps must be at least 1")
+    if args.policy == "scripted" and args.bundle:
+        raise UserError("--policy scripted runs without a bundle; drop --bundle")
+    try:
+        check_eval_seeds(args.seed, args.episodes)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    tasks = args.task or [canonical_task(c) for c in COLOURS]
+    desc = sim_description(args.robot)
+    setup = scripted_setup() if args.policy == "scripted" else bundle_setup(args)
+    seeds = list(range(args.seed, args.seed + args.episodes))
+    print(f"policy: {setup.label}", flush=True)
+    start = time.perf_counter()
+    try:
+        outcomes = run_batch(setup, desc, seeds, tasks, args.steps,
+                             on_episode=lambda i, o: print(episode_line(i, len(seeds), o), flush=True))
+    finally:
+        setup.close()
+    wall = time.perf_counter() - start
+    summary = summarize(outcomes)
+    summary["wall_s"] = round(wall, 1)
+    for line in format_summary(summary):
+        print(line)
+    print(f"episodes: {len(seeds)} on seeds {seeds[0]}..{seeds[-1]} in {wall:.0f} s wall time")
+    if args.json:
+        doc = {"policy": setup.label, "seeds": [seeds[0], seeds[-1]], "steps": args.steps,
+               "summary": summary, "episodes": [o.to_json() for o in outcomes]}
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(doc, indent=2) + "\n")
+        print(f"json: {path}")
+    return 0 if summary["successes"] else 1
+
+
+def record_demonstrations(args, desc: RobotDescription) -> int:
+    """`run --policy scripted --episodes N --record DIR`: many expert episodes, seeds first..first+N-1."""
+    from vla_runtime.runtime.sim.tasks import check_demo_seeds, demo_task
+
+    first = args.seed or 0
+    try:
+        check_demo_seeds(first, args.episodes)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    seeds = list(range(first, first + args.episodes))
+    tasks = [args.task] if args.task else [demo_task(s) for s in seeds]
+    setup = scripted_setup() if args.policy == "scripted" else bundle_setup(args)
+    start = time.perf_counter()
+    try:
+        outcomes = run_batch(setup, desc, seeds, tasks, args.steps, record=args.record,
+                             on_episode=lambda i, o: print(episode_line(i, len(seeds), o), flush=True))
+    finally:
+        setup.close()
+    ok = sum(o.success for o in outcomes)
+    print(f"episodes: {ok}/{len(outcomes)} lifted their block in {time.perf_counter() - start:.0f} s wall time"
+          + (f"; recorded under {args.record}" if args.record else ""))
+    if args.record and ok < len(outcomes):
+        print("note: failed episodes are recorded too; drop them before training if they are not wanted",
+              file=sys.stderr)
+    return 0 if all(o.stop_reason == "completed" for o in outcomes) else 1
