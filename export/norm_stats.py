@@ -103,20 +103,6 @@ def stats_from_actions(
     )
 
 
-def normalize_actions(stats: NormStats, actions: np.ndarray) -> np.ndarray:
-    """Physical [..., D] -> model space, clipped to [-1, 1]; the inverse of the runtime's unnormaliser."""
-    a = np.asarray(actions, dtype=np.float64)
-    mask = np.asarray(stats.mask if stats.mask else (True,) * stats.dim, dtype=bool)  # [D]
-    if stats.kind == "q01_q99":
-        low, high = np.asarray(stats.low), np.asarray(stats.high)
-        scaled = (a - low) / (high - low) * 2.0 - 1.0
-    elif stats.kind == "mean_std":
-        scaled = (a - np.asarray(stats.mean)) / np.asarray(stats.std)
-    else:
-        scaled = a
-    return np.clip(np.where(mask, scaled, a), -1.0, 1.0).astype(np.float32)
-
-
 def save_norm_stats(stats: NormStats, directory: Path) -> Path:
     path = Path(directory) / NORM_STATS_FILE
     path.write_text(json.dumps(stats.to_json(), indent=2) + "\n")

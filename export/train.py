@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 from vla_runtime.export.manifest_writer import siglip_preprocess
 from vla_runtime.export.model import ReferenceVLA
-from vla_runtime.export.train_data import Demonstrations, to_bins
+from vla_runtime.export.train_data import Demonstrations
+from vla_runtime.runtime.conventions import discretize
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ class DemoTensors:
         self.images = torch.from_numpy(data.images)  # uint8 [N, S, S, 3]
         self.prompts = data.prompts
         self.targets = torch.from_numpy(data.targets)  # [N, H, D]
-        self.bins = torch.from_numpy(to_bins(data.targets, bins))  # [N, H, D]
+        self.bins = torch.from_numpy(discretize(data.targets, bins))  # [N, H, D]
         self.past = torch.from_numpy(data.past)  # [N, D]
 
     def batch(self, idx: np.ndarray) -> dict[str, torch.Tensor]:
@@ -110,7 +111,7 @@ def head_loss(model: ReferenceVLA, batch: dict[str, torch.Tensor], sigma: float,
         return -(target * F.log_softmax(logits, dim=-1)).sum(-1).mean()
     if cfg.head == "tokens":
         bins = batch["bins"][:, 0]  # [B, D]: the tokens head predicts one step, dimension by dimension
-        teacher = bins[:, :-1] + model.action_token_offset  # [B, D-1] ids fed back, as greedy decoding does
+        teacher = model.tokens.token_id(bins[:, :-1])  # [B, D-1] ids fed back, as greedy decoding does
         logits = model.sequence_action_logits(batch["pixels"], batch["prompt"], teacher)  # [B, D, 256]
         target = soft_targets(bins, cfg.bins, sigma)
         return -(target * F.log_softmax(logits, dim=-1)).sum(-1).mean()

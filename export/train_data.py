@@ -3,7 +3,7 @@
 Episodes are read only through calibration's reader API (`open_source`), so any recording
 format it understands (the runtime's recordings, LeRobot datasets) trains the same way. Every
 input is prepared exactly as the runtime will prepare it on the robot: frames are resized by
-the runtime's own PIL-exact preprocessor, prompts tokenized with the bundle's template, and
+the control loop's own preprocessor, prompts tokenized with the bundle's template, and
 action chunks normalised with statistics measured on these same demonstrations.
 
 One sample is one tick t of one episode:
@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 from vla_runtime.calibration.readers import CalibDataError, open_source
 from vla_runtime.export.manifest_writer import MAX_PROMPT_TOKENS, siglip_preprocess
-from vla_runtime.export.norm_stats import NormStats, normalize_actions, stats_from_actions
-from vla_runtime.export.tokenizer import encode_prompt
-from vla_runtime.runtime.decoders import bin_centres
+from vla_runtime.export.norm_stats import NormStats, stats_from_actions
+from vla_runtime.export.tokenizer import BOS, PROMPT_TEMPLATE
+from vla_runtime.runtime.conventions import ActionNormalizer, discretize, prompt_ids
 from vla_runtime.runtime.preprocess import Preprocessor
 
 logger = logging.getLogger(__name__)
@@ -48,13 +48,6 @@ class Demonstrations:
         return len(self.images)
 
 
-def to_bins(normalized: np.ndarray, bins: int) -> np.ndarray:
-    """Model-space values -> the index of the nearest bin centre (the runtime's decoding, inverted)."""
-    centres = bin_centres(bins).astype(np.float64)  # [bins]
-    edges = (centres[:-1] + centres[1:]) / 2  # [bins - 1]
-    return np.searchsorted(edges, np.asarray(normalized, dtype=np.float64)).astype(np.int64)
-
-
 def load_demonstrations(path: str | Path, tokenizer, image_size: int, horizon: int, bins: int,
                         max_episodes: int | None = None) -> Demonstrations:
     """Read every episode under `path` into training tensors (one pass, frames resized once)."""
@@ -75,19 +68,21 @@ def load_demonstrations(path: str | Path, tokenizer, image_size: int, horizon: i
             images.append(pre.resize(f.image).copy())  # uint8 [S, S, 3]
             actions.append(f.action)
             if f.task not in cache:
-                cache[f.task] = np.asarray(encode_prompt(tokenizer, f.task, MAX_PROMPT_TOKENS), dtype=np.int64)
+                ids = prompt_ids(lambda text: tokenizer.encode(text, add_special_tokens=False).ids, PROMPT_TEMPLATE,
+                                 f.task, tokenizer.token_to_id(BOS), MAX_PROMPT_TOKENS)  # as the runtime does
+                cache[f.task] = np.asarray(ids, dtype=np.int64)
             prompts.append(cache[f.task])
             episode.append(e)
     if not actions:
         raise TrainDataError(f"{path}: the episodes hold no frames; record some demonstrations first")
     raw = np.stack(actions).astype(np.float64)  # [N, D] physical units
     norm = stats_from_actions(raw)
-    normalized = normalize_actions(norm, raw)  # [N, D]
+    normalized = np.clip(ActionNormalizer(norm, norm.dim).normalize(raw), -1.0, 1.0).astype(np.float32)  # [N, D]
     ep = np.asarray(episode, dtype=np.int64)
     index = np.arange(len(raw))
     ends = np.r_[starts[1:], len(raw)][ep] - 1  # [N] last sample of each sample's episode
     steps = np.minimum(index[:, None] + np.arange(horizon)[None, :], ends[:, None])  # [N, H]
-    past = to_bins(normalized[np.maximum(index - 1, 0)], bins)  # [N, D]
+    past = discretize(normalized[np.maximum(index - 1, 0)], bins)  # [N, D]
     past[np.asarray(starts)] = 0  # first tick of an episode: the runtime's decoder starts from zeros
     logger.info("demonstrations: %d episodes, %d frames, %d instructions", len(lengths), len(raw), len(cache))
     return Demonstrations(

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vla_runtime.common.errors import UserError
-from vla_runtime.runtime.manifest import SafetyDefaults
-from vla_runtime.runtime.robot_description import RobotDescription, RobotDescriptionError, load_robot_description
+from vla_runtime.runtime.manifest import DEFAULT_CAMERA_VIEWS, SafetyDefaults
+from vla_runtime.runtime.robot_description import RobotDescription, RobotDescriptionError
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +27,7 @@ EPISODE_STEPS = 100  # ticks: 10 s at 10 Hz, enough for the expert to lift any b
 
 
 def register(sub) -> None:
+    from vla_runtime.runtime.cmd_run import add_robot_args
     from vla_runtime.runtime.sim.tasks import HELD_OUT_SEED_START
 
     p = sub.add_parser("eval", help="closed-loop success rate on held-out simulator seeds")
@@ -39,7 +40,7 @@ def register(sub) -> None:
     p.add_argument("--task", action="append", metavar="TEXT",
                    help="instruction; repeat to cycle several (default: red, green and blue in turn)")
     p.add_argument("--steps", type=int, default=EPISODE_STEPS, help=f"ticks per episode (default {EPISODE_STEPS})")
-    p.add_argument("--robot", default="sim", help="built-in sim robot or a TOML whose arm driver is 'sim'")
+    add_robot_args(p)
     p.add_argument("--backend", default="cpu", choices=("auto", "cpu", "cuda", "tensorrt"),
                    help="device that runs the graphs (default cpu)")
     p.add_argument("--allow-failed-gate", action="store_true", help="evaluate a bundle whose INT8 gate failed")
@@ -59,7 +60,8 @@ class PolicySetup:
     replan_every: int
     defaults: SafetyDefaults
     label: str
-    name: str  # short name for recordings
+    views: tuple[str, ...]  # camera views the policy reads (the first feeds it)
+    action: object | None  # the bundle's ActionSpace, for the recording's channel names
     close: Callable[[], None]
 
 
@@ -73,7 +75,7 @@ def scripted_setup() -> PolicySetup:
 
     return PolicySetup(make, "ee_delta", 7, script.horizon, 10.0, 2, SafetyDefaults(),
                        "scripted reach-and-grasp expert (reads the block position from the simulator)",
-                       "scripted", lambda: None)
+                       DEFAULT_CAMERA_VIEWS, None, lambda: None)
 
 
 def bundle_setup(args) -> PolicySetup:
@@ -82,15 +84,17 @@ def bundle_setup(args) -> PolicySetup:
     policy, m, label = open_policy(args)
     return PolicySetup(lambda world, block: policy, m.action.kind, m.action.dim, m.action.horizon,
                        m.control.rate_hz, m.control.replan_every, m.safety, label,
-                       str(m.model.get("name", "bundle")), policy.close)
+                       tuple(m.preprocess.camera_views), m.action, policy.close)
 
 
 def run_batch(setup: PolicySetup, desc: RobotDescription, seeds: list[int], tasks: list[str], steps: int,
-              record: str | None = None, on_episode: Callable | None = None) -> list:
-    """One fresh scene per seed; returns the EpisodeOutcome list in seed order."""
-    from vla_runtime.runtime.cmd_run import build_robot
+              record_args=None, on_episode: Callable | None = None) -> list:
+    """One fresh scene per seed; returns the EpisodeOutcome list in seed order.
+
+    `record_args` (the run command's arguments, with --record) records every episode.
+    """
+    from vla_runtime.runtime.cmd_run import build_robot, open_recorder
     from vla_runtime.runtime.loop import LoopConfig
-    from vla_runtime.runtime.recorder import EpisodeRecorder
     from vla_runtime.runtime.safety import ActionSafety, SafetyConfigError, SafetyLimits
     from vla_runtime.runtime.sim.episode import run_sim_episode
     from vla_runtime.runtime.sim.tasks import UnknownTaskError, task_block
@@ -99,27 +103,36 @@ def run_batch(setup: PolicySetup, desc: RobotDescription, seeds: list[int], task
         raise UserError(f"the policy emits {setup.kind} actions but {desc.source} maps actions as {desc.mapping}")
     try:
         blocks = [task_block(t) for t in tasks]
+        view = desc.cameras_for(setup.views)[0]
         limits = SafetyLimits.from_sources(setup.defaults, desc.safety, desc.joint_min, desc.joint_max,
                                            desc.joint_max_velocity)
-        loop = LoopConfig(steps, setup.replan_every, False, limits.max_consecutive_rejects)
-    except (UnknownTaskError, SafetyConfigError, ValueError) as exc:
+        loop = LoopConfig(steps, setup.replan_every, False, limits.max_consecutive_rejects, view.max_age)
+    except (UnknownTaskError, RobotDescriptionError, SafetyConfigError, ValueError) as exc:
         raise UserError(str(exc)) from None
     outcomes = []
     for i, seed in enumerate(seeds):
         task, block = tasks[i % len(tasks)], blocks[i % len(tasks)]
-        robot, camera, world = build_robot(desc, seed)
-        if world is None:
-            raise UserError(f"{desc.source}: episodes need the simulated robot (arm driver 'sim')")
+        robot, cameras, world = build_robot(desc, seed, setup.views)
         try:
+            if world is None:
+                raise UserError(f"{desc.source}: episodes need the simulated robot (arm driver 'sim')")
             safety = ActionSafety(limits, setup.kind, setup.dim, robot.kinematics, len(robot.joint_names))
-            recorder = EpisodeRecorder(record, task, setup.rate_hz, setup.name, desc.name) if record else None
-            outcome = run_sim_episode(setup.make(world, block), robot, camera, world, safety, task, block, seed,
-                                      setup.rate_hz, loop, recorder)
-            if recorder is not None:
-                recorder.close()
+            policy = setup.make(world, block)
+            recorder = None
+            if record_args is not None:
+                record_args.task = task
+                recorder = open_recorder(record_args, desc, robot, policy, setup.rate_hz, setup.kind, setup.action,
+                                         setup.views)
+            outcome = None
+            try:
+                outcome = run_sim_episode(policy, robot, cameras[view.name], world, safety, task, block, seed,
+                                          setup.rate_hz, loop, recorder)
+            finally:
+                if recorder is not None:
+                    recorder.close(outcome.stop_reason if outcome is not None else "error")
         finally:
-            robot.close()
-            camera.close()
+            for part in (robot, *cameras.values()):
+                part.close()
         outcomes.append(outcome)
         if on_episode is not None:
             on_episode(i, outcome)
@@ -133,11 +146,10 @@ def episode_line(i: int, n: int, o) -> str:
             + ("" if o.stop_reason == "completed" else f" [{o.stop_reason}]"))
 
 
-def sim_description(robot: str) -> RobotDescription:
-    try:
-        desc = load_robot_description(robot)
-    except RobotDescriptionError as exc:
-        raise UserError(str(exc)) from None
+def sim_description(args) -> RobotDescription:
+    from vla_runtime.runtime.cmd_run import load_robot
+
+    desc = load_robot(args)
     if desc.arm.driver != "sim":
         raise UserError(f"{desc.source}: evaluation runs in the simulator; pass --robot sim")
     return desc
@@ -156,7 +168,7 @@ def cmd_eval(args) -> int:
     except ValueError as exc:
         raise UserError(str(exc)) from None
     tasks = args.task or [canonical_task(c) for c in COLOURS]
-    desc = sim_description(args.robot)
+    desc = sim_description(args)
     setup = scripted_setup() if args.policy == "scripted" else bundle_setup(args)
     seeds = list(range(args.seed, args.seed + args.episodes))
     print(f"policy: {setup.label}", flush=True)
@@ -186,6 +198,8 @@ def record_demonstrations(args, desc: RobotDescription) -> int:
     """`run --policy scripted --episodes N --record DIR`: many expert episodes, seeds first..first+N-1."""
     from vla_runtime.runtime.sim.tasks import check_demo_seeds, demo_task
 
+    if desc.arm.driver != "sim":
+        raise UserError(f"{desc.source}: --episodes runs the simulator; pass --robot sim")
     first = args.seed or 0
     try:
         check_demo_seeds(first, args.episodes)
@@ -193,10 +207,14 @@ def record_demonstrations(args, desc: RobotDescription) -> int:
         raise UserError(str(exc)) from None
     seeds = list(range(first, first + args.episodes))
     tasks = [args.task] if args.task else [demo_task(s) for s in seeds]
+    if args.record:  # the recorder's packages, before anything runs
+        from vla_runtime.runtime.cmd_run import _require_record_deps
+
+        _require_record_deps()
     setup = scripted_setup() if args.policy == "scripted" else bundle_setup(args)
     start = time.perf_counter()
     try:
-        outcomes = run_batch(setup, desc, seeds, tasks, args.steps, record=args.record,
+        outcomes = run_batch(setup, desc, seeds, tasks, args.steps, record_args=args if args.record else None,
                              on_episode=lambda i, o: print(episode_line(i, len(seeds), o), flush=True))
     finally:
         setup.close()

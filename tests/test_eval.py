@@ -77,14 +77,14 @@ def test_scripted_expert_lifts_every_colour_and_reports_json(tmp_path, capsys):
     assert "success: 3/3 = 100.0 %" in capsys.readouterr().out
 
 
-def test_scripted_demonstrations_record_many_episodes(tmp_path, capsys):
-    from vla_runtime.calibration.readers import open_source
+def test_scripted_demonstrations_record_many_episodes(tmp_path):
+    from vla_runtime.runtime.recording import Recording
 
     rec = tmp_path / "demos"
-    assert main(["--policy", "scripted", "--episodes", "3", "--seed", "10", "--steps", "20", "--record", str(rec)]) == 0
-    source = open_source(rec)
-    assert source.episode_lengths() == [20, 20, 20]
-    tasks = {source.frame(e, 0).task for e in range(3)}
-    assert tasks == {demo_task(s) for s in (10, 11, 12)}
-    assert source.frame(0, 5).action.shape == (7,)
-
+    argv = ["--policy", "scripted", "--episodes", "3", "--seed", "10", "--steps", "20", "--record", str(rec),
+            "--record-raw"]
+    assert main(argv) == 0
+    files = sorted(rec.glob("episode_*.mcap"))
+    assert [Recording(f).run.task for f in files] == [demo_task(s) for s in (10, 11, 12)]
+    ticks = list(Recording(files[0]).ticks())
+    assert len(ticks) == 20 and ticks[5].sent.shape == (7,) and ticks[5].images
