@@ -140,8 +140,8 @@ def run_batch(setup: PolicySetup, desc: RobotDescription, seeds: list[int], task
 
 
 def episode_line(i: int, n: int, o) -> str:
-    when = f" at {o.time_to_success_s:.1f} s" if o.time_to_success_s is not None else ""
-    verdict = "lifted" if o.success else "FAILED"
+    when = f" at {o.time_to_success_s:.1f} s" if o.success and o.time_to_success_s is not None else ""
+    verdict = "lifted" if o.success else "FAILED" + (" (lifted, then dropped)" if o.time_to_success_s else "")
     return (f"[{i + 1}/{n}] seed {o.seed} {o.task!r}: {verdict}{when} ({o.block} +{o.lifted_m:.3f} m)"
             + ("" if o.stop_reason == "completed" else f" [{o.stop_reason}]"))
 

@@ -30,7 +30,7 @@ class GraspScript:
     grasp_height: float = 0.012  # metres above the block centre where the fingers close
     lift_height: float = 0.2  # metres above the table after grasping
     tolerance: float = 0.008  # metres; a goal closer than this counts as reached
-    close_ticks: int = 6  # inferences spent closing the fingers before lifting
+    close_ticks: int = 2  # inferences spent closing the fingers before lifting; short, so a cloned policy never waits
 
     def __post_init__(self):
         if self.horizon < 1 or self.step <= 0 or not 0 < self.gain <= 1 or self.tolerance <= 0 or self.close_ticks < 1:
