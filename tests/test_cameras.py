@@ -9,7 +9,7 @@ from types import MappingProxyType
 
 import numpy as np
 import pytest
-from vla_runtime.drivers.cameras import v4l2, video
+from vla_runtime.drivers.cameras import v4l2, v4l2_modes, video
 from vla_runtime.drivers.cameras.base import CameraError, ThreadedCamera
 from vla_runtime.runtime.robot_description import CameraSpec
 
@@ -165,6 +165,33 @@ def test_fourcc_codes_and_option_checks():
         v4l2.V4L2Options(fourcc="H264")
 
 
+def test_a_refusal_names_the_modes_the_device_lists():
+    listed = [v4l2_modes.ListedMode("YUYV", 640, 480, (30.0, 15.0)), v4l2_modes.ListedMode("MJPG", 1280, 720, (30.0,))]
+    got = v4l2.Mode(640, 480, 30.0, "YUYV")
+    with pytest.raises(CameraError, match=r"it lists 640x480 YUYV @ 30/15 fps, 1280x720 MJPG @ 30 fps$"):
+        v4l2.check_mode("/dev/video0", WANT, got, lambda: v4l2_modes.describe_modes(listed))
+    many = [v4l2_modes.ListedMode("MJPG", 16 * i, 16 * i, (30.0,)) for i in range(1, 20)]
+    assert v4l2_modes.describe_modes(many, most=3).endswith("48x48 MJPG @ 30 fps and 16 more")
+
+
+def test_v4l2_enumeration_structs_match_videodev2():
+    # request numbers as linux/videodev2.h defines them (_IOWR('V', nr, struct))
+    assert v4l2_modes.VIDIOC_ENUM_FMT == 0xC0405602
+    assert v4l2_modes.VIDIOC_ENUM_FRAMESIZES == 0xC02C564A
+    assert v4l2_modes.VIDIOC_ENUM_FRAMEINTERVALS == 0xC034564B
+    fmt = v4l2_modes.pack_fmtdesc(0)
+    fmt[44:48] = v4l2_modes.fourcc_code("MJPG").to_bytes(4, "little")  # the driver fills pixelformat
+    assert v4l2_modes.unpack_fmtdesc(bytes(fmt)) == "MJPG"
+    discrete = v4l2_modes.FRMSIZE.pack(0, v4l2_modes.fourcc_code("YUYV"), 1, 640, 480, 0, 0, 0, 0, 0, 0)
+    assert v4l2_modes.unpack_frmsize(discrete) == (640, 480, True)
+    stepwise = v4l2_modes.FRMSIZE.pack(0, 0, 3, 16, 1920, 8, 16, 1080, 8, 0, 0)
+    assert v4l2_modes.unpack_frmsize(stepwise) == (1920, 1080, False)
+    interval = v4l2_modes.FRMIVAL.pack(0, 0, 640, 480, 1, 1, 30, 0, 0, 0, 0, 0, 0)
+    assert v4l2_modes.unpack_frmival(interval) == 30.0
+    assert v4l2_modes.unpack_frmival(v4l2_modes.FRMIVAL.pack(0, 0, 640, 480, 2, 1, 30, 1, 5, 0, 0, 0, 0)) is None
+    assert v4l2_modes.list_modes("/dev/null") == [] and v4l2_modes.list_modes("/nonexistent/video9") == []
+
+
 def test_an_absent_device_is_refused_in_one_line():
     spec = CameraSpec(name="wrist", kind="v4l2", options=MappingProxyType({"device": "/dev/video-absent-7"}))
     with pytest.raises(CameraError, match="cannot open camera /dev/video-absent-7; is it plugged in") as info:
@@ -175,6 +202,7 @@ def test_an_absent_device_is_refused_in_one_line():
 @pytest.mark.skipif(not glob.glob("/dev/video*"), reason="no V4L2 camera on this machine (/dev/video* absent)")
 def test_a_real_v4l2_camera_streams_at_the_mode_it_reports():
     device = sorted(glob.glob("/dev/video*"))[0]
+    assert v4l2_modes.list_modes(device), f"{device} lists no capture modes"
     spec = CameraSpec(name="front", kind="v4l2", options=MappingProxyType({"device": device}))
     try:
         cam = v4l2.make_camera(spec)

@@ -1,8 +1,8 @@
 """`kind = "v4l2"`: a USB or CSI camera through OpenCV's VideoCapture on the V4L2 backend.
 
 The requested mode (pixel format, size, frame rate, exposure) is set and then READ BACK: a
-camera that cannot honour it is refused in one line naming what was asked and what the
-device gave, never run at a silently different mode. Frames are delivered by the shared
+camera that cannot honour it is refused in one line naming what was asked, what the device
+gave and the modes it lists (v4l2_modes), never run at a silently different mode. Frames are delivered by the shared
 capture thread; an unplugged camera makes `read` fail (CameraLost), the thread reopens it with
 backoff, and the loop meanwhile sees its frames age. Use a /dev/v4l/by-id/... path so the
 same camera is found again after a replug.
@@ -11,12 +11,14 @@ same camera is found again after a replug.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from vla_runtime.common.typed_table import build
 from vla_runtime.drivers.cameras.base import CameraError, CameraLost, FrameSource, ThreadedCamera
 from vla_runtime.drivers.cameras.frames import import_cv2, to_rgb
+from vla_runtime.drivers.cameras.v4l2_modes import describe_modes, fourcc_name, list_modes
 
 logger = logging.getLogger(__name__)
 
@@ -64,20 +66,22 @@ class Mode:
 
 def fourcc_text(code: float) -> str:
     """OpenCV's CAP_PROP_FOURCC number -> 'MJPG'."""
-    return int(code).to_bytes(4, "little").decode("ascii", errors="replace").strip("\x00") or "????"
+    return fourcc_name(int(code) & 0xFFFFFFFF) or "????"
 
 
-def check_mode(device: str, wanted: Mode, got: Mode) -> None:
-    """CameraError naming both modes unless the device gave what was asked (within driver rounding)."""
+def check_mode(device: str, wanted: Mode, got: Mode, listed: Callable[[], str] | None = None) -> None:
+    """CameraError naming both modes (and, from `listed`, the modes the device offers) unless it gave what was asked."""
     same = (
         (got.width, got.height, got.fourcc) == (wanted.width, wanted.height, wanted.fourcc)
         and abs(got.fps - wanted.fps) <= FPS_TOLERANCE * wanted.fps
         and (not wanted.exposure or abs(got.exposure - wanted.exposure) <= EXPOSURE_TOLERANCE * wanted.exposure)
     )
     if not same:
+        offers = listed() if listed is not None else ""
+        offers = f"it lists {offers}" if offers else f"list its modes with `v4l2-ctl -d {device} --list-formats-ext`"
         raise CameraError(
             f"camera {device} cannot do {wanted}; it gave {got}. Set [cameras] width/height/fps/fourcc "
-            f"to a mode it lists (`v4l2-ctl -d {device} --list-formats-ext`)"
+            f"to a mode it offers: {offers}"
         )
 
 
@@ -127,7 +131,7 @@ class V4L2Source(FrameSource):
             fourcc_text(cap.get(cv2.CAP_PROP_FOURCC)),
             float(cap.get(cv2.CAP_PROP_EXPOSURE)) if w.exposure else 0.0,
         )
-        check_mode(self.name, w, got)
+        check_mode(self.name, w, got, lambda: describe_modes(list_modes(self.name)))
         logger.info("camera %s: %s", self.name, got)
 
     def grab(self) -> tuple[np.ndarray, float | None] | None:
