@@ -36,7 +36,9 @@ def register(subparsers) -> None:
                    help="range of a dynamic axis (seq, context, past), overriding the bundle's")
     p.add_argument("--allow-failed-gate", action="store_true", help="build from a bundle whose INT8 gate failed")
     p.add_argument("--force", action="store_true", help="replace a non-empty --out")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--strongly-typed", action="store_true",
+                   help="strongly typed network on TensorRT 10.x too (always so on 11; int8 from QDQ only)")
+    p.add_argument("--no-progress", action="store_true", help="no per-engine progress lines")
     p.set_defaults(func=run)
 
 
@@ -53,17 +55,11 @@ def parse_shapes(items: list[str]) -> dict[str, tuple[int, int, int]]:
 
 
 def plan(bundle_dir: str | Path, precision: str, shapes: dict, allow_failed_gate: bool,
-         workspace_mb: int = 2048, opt_level: int = 3):
+         workspace_mb: int = 2048, opt_level: int = 3, strongly_typed: bool = False):
     """(bundle, config, role -> profile shapes): every check that needs no GPU."""
-    from vla_runtime.export.tensorrt_build import (
-        EngineConfig,
-        EngineError,
-        check_precision,
-        profile_shapes,
-        symbol_ranges,
-    )
+    from vla_runtime.export.tensorrt_build import EngineConfig, EngineError, check_precision
+    from vla_runtime.runtime.backends.profiles import ProfileError, bundle_profiles
     from vla_runtime.runtime.bundle import BundleError, open_bundle
-    from vla_runtime.runtime.manifest import HEAD_GRAPHS
     from vla_runtime.runtime.tokenizer import PromptTokenizer
 
     try:
@@ -74,21 +70,22 @@ def plan(bundle_dir: str | Path, precision: str, shapes: dict, allow_failed_gate
     if m.gate_failed and not allow_failed_gate:
         raise UserError(f"{bundle.root.name}: its INT8 accuracy gate failed; re-quantize or pass --allow-failed-gate")
     try:
-        cfg = EngineConfig(precision=precision, workspace_mb=workspace_mb, optimization_level=opt_level, shapes=shapes)
+        cfg = EngineConfig(precision=precision, workspace_mb=workspace_mb, optimization_level=opt_level, shapes=shapes,
+                           strongly_typed=strongly_typed)
         check_precision(m, precision, None)
         opt_prompt = PromptTokenizer(m.prompt, bundle.path(m.prompt.tokenizer_file))(cfg.typical_task).shape[1]
-        ranges = symbol_ranges(m, opt_prompt, shapes)
-        profiles = {role: profile_shapes(m.graphs[role], ranges) for role in HEAD_GRAPHS[m.head]}
-    except EngineError as exc:
+        profiles = bundle_profiles(m, opt_prompt, shapes)
+    except (EngineError, ProfileError) as exc:
         raise UserError(str(exc)) from None
     return bundle, cfg, profiles
 
 
 def run(args: argparse.Namespace) -> int:
-    from vla_runtime.runtime.backends.tensorrt import INSTALL_HINT, import_cudart
+    from vla_runtime.runtime.backends.device import INSTALL_HINT
+    from vla_runtime.runtime.backends.tensorrt import import_cudart
 
     bundle, cfg, profiles = plan(args.bundle, args.precision, parse_shapes(args.shape), args.allow_failed_gate,
-                                 args.workspace_mb, args.opt_level)
+                                 args.workspace_mb, args.opt_level, args.strongly_typed)
     try:
         import tensorrt  # noqa: F401
 
@@ -107,24 +104,34 @@ def run(args: argparse.Namespace) -> int:
 def build_engine_bundle(bundle, cfg, profiles: dict, out: Path, timing_cache: str | None, force: bool,
                         progress: bool = True) -> Path:
     """Build every engine (GPU required) and write the engine bundle."""
-    from tqdm import tqdm
-    from vla_runtime.export.tensorrt_build import EngineError, build_engine, check_precision, graph_precision
-    from vla_runtime.runtime.backends.tensorrt import engine_record_path, live_device
+    from vla_runtime.export.tensorrt_build import (
+        EngineError,
+        build_engine,
+        build_recipe,
+        check_precision,
+        graph_precision,
+    )
+    from vla_runtime.runtime.backends.device import live_device
+    from vla_runtime.runtime.backends.tensorrt import engine_record_path
     from vla_runtime.runtime.derived_bundle import NewGraph, PackError, set_gate, write_derived_bundle
     from vla_runtime.runtime.manifest import Target
 
     m = bundle.manifest
     live = live_device()
+    if isinstance(live, str):
+        raise UserError(f"cannot build TensorRT engines here: {live}")
     try:
         check_precision(m, cfg.precision, live.compute_capability)
+        build_recipe(cfg.precision, live.tensorrt_version, cfg.strongly_typed)  # refuse before any build
     except EngineError as exc:
         raise UserError(str(exc)) from None
     cache_path = Path(timing_cache) if timing_cache else None
     cache = cache_path.read_bytes() if cache_path and cache_path.is_file() else b""
     with tempfile.TemporaryDirectory(prefix="vla-engine-") as tmp:
         graphs, records = {}, {}
-        for role, shapes in tqdm(profiles.items(), desc=f"engines ({cfg.precision})", unit="engine",
-                                 disable=not progress):
+        for n, (role, shapes) in enumerate(profiles.items(), 1):
+            if progress:  # no progress-bar package: the robot-side install must not need one
+                print(f"engine {n}/{len(profiles)}: {role} ({cfg.precision}) ...", flush=True)
             spec = m.graphs[role]
             precision = graph_precision(spec.precision, cfg.precision)
             engine = Path(tmp) / "engines" / f"{role}.{precision}.engine"

@@ -9,6 +9,7 @@ sessions, buffers and the task's prompt ids.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -18,14 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from vla_runtime.runtime.backends import (
-    Backend,
-    BackendOptions,
-    gpu_info,
-    select,
-    tensorrt_version,
-)
-from vla_runtime.runtime.backends.onnxrt import tensorrt_profiles
+from vla_runtime.runtime.backends import Backend, BackendError, BackendOptions, Selection, candidates
+from vla_runtime.runtime.backends.device import engine_mismatch, live_device
+from vla_runtime.runtime.backends.profiles import ProfileError, bundle_profiles
 from vla_runtime.runtime.bundle import Bundle, BundleError, open_bundle
 from vla_runtime.runtime.decoders import Decoder, Unnormalizer, make_decoder
 from vla_runtime.runtime.manifest import HEAD_GRAPHS, Manifest, ManifestError, Target
@@ -57,28 +53,11 @@ def check_target(target: Target, device_id: int = 0) -> None:
     """Refuse engines built for another GPU or TensorRT version, in one line."""
     if target.kind == "cpu":
         return
-    built = f"{target.gpu_name or 'a GPU'} (compute capability {target.compute_capability})"
-    found = gpu_info(device_id)
-    if isinstance(found, str):
-        raise BundleError(f"bundle holds TensorRT engines for {built} but {found}; use a cpu-target bundle here")
-    name, capability = found
-    if target.compute_capability and capability != target.compute_capability:
-        raise BundleError(
-            f"bundle's TensorRT engines were built for {built}; this GPU is {name} (compute capability "
-            f"{capability}); rebuild the engines on this machine"
-        )
-    have = tensorrt_version()
-    if have is None:
-        raise BundleError("bundle holds TensorRT engines but the tensorrt Python package is not installed")
-    if target.tensorrt_version and _release(have) != _release(target.tensorrt_version):
-        raise BundleError(
-            f"bundle's TensorRT engines need TensorRT {target.tensorrt_version}, this machine has {have}; "
-            "rebuild the engines on this machine"
-        )
-
-
-def _release(version: str) -> tuple[str, ...]:
-    return tuple(version.split(".")[:3])
+    live = live_device(device_id)
+    problem = engine_mismatch(dataclasses.asdict(target), live)
+    if problem:
+        fix = "; use a cpu-target bundle here" if isinstance(live, str) else ""
+        raise BundleError(f"bundle's TensorRT {problem}{fix}")
 
 
 class BundlePolicy(Policy):
@@ -212,19 +191,50 @@ def load_policy(
 
     roles = HEAD_GRAPHS[manifest.head]
     specs = [manifest.graphs[r] for r in roles]
-    chosen = select(backend, specs)
-    logger.info("backend: %s", chosen.reason)
-    cache = Path(engine_cache_dir) if engine_cache_dir is not None else engine_cache_root() / _bundle_id(manifest)
-    options = BackendOptions(
-        threads=threads if threads is not None else default_threads(),
-        spin=spin,
-        engine_cache_dir=cache if chosen.device == "tensorrt" else None,
-        profiles=tensorrt_profiles(manifest) if chosen.device == "tensorrt" else {},
-    )
     try:
         decoder = make_decoder(manifest)
     except ManifestError as exc:
         raise BundleError(f"{bundle.root / 'manifest.json'}: {exc}") from None
+    threads = threads if threads is not None else default_threads()
+    cache = Path(engine_cache_dir) if engine_cache_dir is not None else engine_cache_root() / _bundle_id(manifest)
+    tried = []
+    for chosen in candidates(backend, specs):
+        options = BackendOptions(
+            threads=threads,
+            spin=spin,
+            engine_cache_dir=cache if chosen.device == "tensorrt" else None,
+            profiles=_provider_profiles(manifest) if chosen.device == "tensorrt" else {},
+        )
+        try:
+            runners = _activate(chosen, specs, bundle, options)
+            break
+        except BackendError as exc:
+            if backend != "auto":
+                raise
+            tried.append(f"{chosen.device}: {exc}")
+            logger.warning("backend auto: %s failed to activate (%s); trying the next device", chosen.device, exc)
+    else:
+        raise BackendError("no device could run this bundle here (" + " | ".join(tried) + ")")
+    logger.info("backend: %s", chosen.reason)
+    logger.info(
+        "loaded %s (%s head, %s) on %s with %d thread(s)",
+        manifest.model.get("name", bundle.root.name), manifest.head,
+        "/".join(f"{r}:{manifest.graphs[r].precision}" for r in roles), chosen.device, options.threads,
+    )
+    return BundlePolicy(bundle, runners, decoder, chosen.device, exact_preprocess)
+
+
+def _provider_profiles(manifest: Manifest) -> dict:
+    """Profiles for the onnxruntime TensorRT provider; none (it infers them) for unknown axes."""
+    try:
+        return bundle_profiles(manifest, dynamic_only=True)
+    except ProfileError as exc:
+        logger.warning("TensorRT provider: no optimization profiles (%s); engines may rebuild on new shapes", exc)
+        return {}
+
+
+def _activate(chosen: Selection, specs, bundle: Bundle, options: BackendOptions) -> dict[str, Backend]:
+    """One activated runner per graph on the chosen device; all or none."""
     runners: dict[str, Backend] = {}
     try:
         for spec in specs:
@@ -235,12 +245,7 @@ def load_policy(
         for runner in runners.values():
             runner.deactivate()
         raise
-    logger.info(
-        "loaded %s (%s head, %s) on %s with %d thread(s)",
-        manifest.model.get("name", bundle.root.name), manifest.head,
-        "/".join(f"{r}:{manifest.graphs[r].precision}" for r in roles), chosen.device, options.threads,
-    )
-    return BundlePolicy(bundle, runners, decoder, chosen.device, exact_preprocess)
+    return runners
 
 
 def _bundle_id(manifest: Manifest) -> str:

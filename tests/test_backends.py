@@ -130,9 +130,7 @@ def test_auto_picks_the_best_available_and_says_which(tokens_bundle, caplog):
     specs = list(load_manifest(tokens_bundle).graphs.values())
     with caplog.at_level(logging.INFO, logger="vla_runtime.runtime.backends"):
         chosen = select("auto", specs)
-    available = ort.get_available_providers()
-    expected = ("tensorrt" if "TensorrtExecutionProvider" in available
-                else "cuda" if "CUDAExecutionProvider" in available else "cpu")
+    expected = next(d for d in ("tensorrt", "cuda", "cpu") if OrtBackend.probe(d) is None)
     assert chosen.device == expected and chosen.cls is OrtBackend
     assert f"picked {expected}" in caplog.text
 
@@ -171,9 +169,10 @@ def test_cpu_only_int8_graphs_never_go_to_tensorrt(tokens_bundle):
 
 def test_tensorrt_provider_options_follow_graph_precision(tokens_bundle, tmp_path):
     spec = load_manifest(tokens_bundle).graphs["prefill"]
-    for precision, fp16, int8 in (("fp32", False, False), ("fp16", True, False), ("int8", True, True)):
+    for precision, gpu_fp16, fp16, int8 in (("fp32", True, True, False), ("fp32", False, False, False),
+                                            ("fp16", False, True, False), ("int8", True, True, True)):
         r = OrtBackend(dataclasses.replace(spec, precision=precision), tokens_bundle / spec.file, "tensorrt",
-                       BackendOptions(engine_cache_dir=tmp_path, device_id=1))
+                       BackendOptions(engine_cache_dir=tmp_path, device_id=1, gpu_fp16=gpu_fp16))
         opts = r._tensorrt_options()
         assert (opts["trt_fp16_enable"], opts["trt_int8_enable"]) == (fp16, int8)
         assert opts["device_id"] == 1 and opts["trt_engine_cache_enable"] is True
@@ -196,8 +195,8 @@ def test_gpu_providers_match_cpu(tokens_bundle, device, tmp_path):
 
 def test_gpu_probe_answers_without_torch():
     """In a fresh interpreter: a GPU's name and compute capability, or one line saying why not."""
-    code = ("import sys; from vla_runtime.runtime import backends; "
-            "print(repr(backends.gpu_info())); print('torch' in sys.modules)")
+    code = ("import sys; from vla_runtime.runtime.backends import device; "
+            "print(repr(device.gpu_info())); print('torch' in sys.modules)")
     lines = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                            check=True).stdout.splitlines()
     found = ast.literal_eval(lines[0])
@@ -210,19 +209,21 @@ def test_gpu_probe_answers_without_torch():
 
 
 def test_tensorrt_profiles_cover_prompt_and_kv_cache_ranges(tmp_path):
-    from vla_runtime.runtime.backends.onnxrt import tensorrt_profiles
+    from vla_runtime.runtime.backends.profiles import bundle_profiles
 
     tokens = load_manifest(build_zoo_bundle(tmp_path / "t", "tokens", dim=4))  # N=4, max_tokens=16
-    profiles = tensorrt_profiles(tokens)
+    profiles = bundle_profiles(tokens, dynamic_only=True)
+    steps = tokens.action.dim * tokens.action.horizon  # greedy tokens after the prompt
     assert profiles["prefill"] == {"input_ids": ((1, 1), (1, 8), (1, 16))}
     assert set(profiles["decode"]) == {f"past_key_values.{i}.{kv}" for i in range(2) for kv in ("key", "value")}
-    assert profiles["decode"]["past_key_values.0.key"] == ((1, 1, 5, 4), (1, 1, 14, 4), (1, 1, 24, 4))
+    assert profiles["decode"]["past_key_values.0.key"] == ((1, 1, 5, 4), (1, 1, 12 + steps // 2, 4),
+                                                            (1, 1, 20 + steps, 4))
     assert "vision" not in profiles  # static shapes need no profile
-    flow = tensorrt_profiles(load_manifest(build_zoo_bundle(tmp_path / "f", "flow")))
+    flow = bundle_profiles(load_manifest(build_zoo_bundle(tmp_path / "f", "flow")), dynamic_only=True)
     assert flow["velocity"] == {"context": ((1, 5, 8), (1, 12, 8), (1, 20, 8))}
 
     spec = tokens.graphs["decode"]
     r = OrtBackend(spec, tmp_path / "t" / spec.file, "tensorrt", BackendOptions(profiles=profiles))
     opts = r._tensorrt_options()
     assert opts["trt_profile_min_shapes"].startswith("past_key_values.0.key:1x1x5x4,")
-    assert opts["trt_profile_max_shapes"].count("x24x") == 4
+    assert opts["trt_profile_max_shapes"].count(f"x{20 + steps}x") == 4

@@ -242,18 +242,19 @@ def test_tiny_bundle_matches_the_naive_pipeline(tiny_bundle, head):
     [
         (("Orin", "8.7"), "10.3.0.30", None),
         (("RTX 4090", "8.9"), "10.3.0", "compute capability 8.9"),
-        (("Orin", "8.7"), "10.4.1", "need TensorRT 10.3.0, this machine has 10.4.1"),
+        (("Orin", "8.7"), "10.4.1", "built with TensorRT 10.3.0, this device has TensorRT 10.4.1"),
         (("Orin", "8.7"), None, "tensorrt Python package is not installed"),
         ("no NVIDIA driver (libcuda) on this machine", "10.3.0", "no NVIDIA driver"),
     ],
 )
 def test_target_check_compares_gpu_and_tensorrt_release(monkeypatch, gpu, trt, problem):
     from vla_runtime.runtime import policy as policy_module
+    from vla_runtime.runtime.backends import device
     from vla_runtime.runtime.manifest import Target
 
     # The probes read the real driver and TensorRT; here they are pinned to show each verdict on CPU CI.
-    monkeypatch.setattr(policy_module, "gpu_info", lambda device_id=0: gpu)
-    monkeypatch.setattr(policy_module, "tensorrt_version", lambda: trt)
+    monkeypatch.setattr(device, "gpu_info", lambda device_id=0: gpu)
+    monkeypatch.setattr(device, "tensorrt_version", lambda: trt)
     target = Target(kind="tensorrt", gpu_name="Orin", compute_capability="8.7", tensorrt_version="10.3.0")
     if problem is None:
         policy_module.check_target(target)

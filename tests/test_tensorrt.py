@@ -9,15 +9,10 @@ import numpy as np
 import pytest
 from vla_runtime.common.errors import UserError
 from vla_runtime.export.cmd_engine import parse_shapes, plan
-from vla_runtime.export.tensorrt_build import (
-    EngineConfig,
-    EngineError,
-    check_precision,
-    graph_precision,
-    profile_shapes,
-    symbol_ranges,
-)
-from vla_runtime.runtime.backends.tensorrt import DeviceFacts, TensorrtBackend, engine_mismatch
+from vla_runtime.export.tensorrt_build import EngineConfig, EngineError, check_precision, graph_precision
+from vla_runtime.runtime.backends.device import DeviceFacts, engine_mismatch
+from vla_runtime.runtime.backends.profiles import ProfileError, profile_shapes, symbol_ranges
+from vla_runtime.runtime.backends.tensorrt import TensorrtBackend
 from vla_runtime.runtime.bundle import open_bundle
 from vla_runtime.runtime.manifest import GraphSpec, TensorSpec
 
@@ -28,7 +23,7 @@ def _trt_ready() -> str | None:
 
 
 def _gpu_reason() -> str | None:
-    from vla_runtime.runtime.backends import gpu_info
+    from vla_runtime.runtime.backends.device import gpu_info
 
     found = gpu_info(0)
     return found if isinstance(found, str) else None
@@ -62,7 +57,7 @@ def test_profiles_cover_prompt_context_and_kv_cache(tiny_bundle):
 
 def test_unknown_dynamic_axis_names_the_flag():
     spec = GraphSpec(role="vision", file="v.onnx", inputs=(TensorSpec("pixel_values", "float32", (1, 3, "side", 8)),))
-    with pytest.raises(EngineError, match=r"dynamic axis 'side' .* pass --shape side=MIN:OPT:MAX"):
+    with pytest.raises(ProfileError, match=r"dynamic axis 'side' .* pass --shape side=MIN:OPT:MAX"):
         profile_shapes(spec, {"seq": (1, 2, 3)})
     assert profile_shapes(spec, {"side": (8, 16, 32)})["pixel_values"] == ((1, 3, 8, 8), (1, 3, 16, 8), (1, 3, 32, 8))
 
@@ -93,7 +88,7 @@ def test_engine_mismatch_is_one_line():
     built = {"gpu_name": "Orin", "compute_capability": "8.7", "tensorrt_version": "10.3.0"}
     assert engine_mismatch(built, DeviceFacts("Orin", "8.7", "10.3.0.26", "12.6")) is None
     other_gpu = engine_mismatch(built, DeviceFacts("NVIDIA GeForce RTX 4090", "8.9", "10.3.0", "12.6"))
-    assert "built for Orin (compute capability 8.7" in other_gpu and "rebuild it on this device" in other_gpu
+    assert "built for Orin (compute capability 8.7" in other_gpu and "rebuild them on this device" in other_gpu
     other_trt = engine_mismatch(built, DeviceFacts("Orin", "8.7", "10.7.0", "12.6"))
     assert "TensorRT 10.3.0, this device has TensorRT 10.7.0" in other_trt
     assert "\n" not in other_gpu + other_trt

@@ -4,9 +4,12 @@
 when a bundle asks for them, so a robot without TensorRT still runs ONNX graphs, and a missing
 optional package disables exactly one entry with a one-line reason.
 
-`--backend` names a device, not a module: `cpu`, `cuda` or `tensorrt` (`auto` tries them in
-that order, best first). The device picks the module by the bundle's graph format: ONNX graphs
-run on onnxruntime with that execution provider; serialized engines need the native runner.
+`--backend` names a device, not a module: `cpu`, `cuda` or `tensorrt`. The device picks the
+module by the bundle's graph format: ONNX graphs run on onnxruntime with that execution
+provider; serialized engines need the native runner. `auto` lists every device that probes
+usable here, best first (tensorrt, cuda, cpu); the policy loader activates them in that order
+and falls through to the next, saying why, when one fails to activate (a provider onnxruntime
+lists but cannot start, an engine TensorRT refuses).
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from vla_runtime.runtime.manifest import GraphSpec
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DEVICES", "Backend", "BackendError", "BackendOptions", "Selection", "backend_class", "select"]
+__all__ = ["DEVICES", "Backend", "BackendError", "BackendOptions", "Selection", "backend_class", "candidates",
+           "select"]
 
 BACKENDS = ("onnxrt", "tensorrt")  # module names under runtime/backends/, tried in this order
 CHOICES = ("auto",) + DEVICES  # what `--backend` accepts
@@ -77,8 +81,11 @@ def _candidate(device: str, graphs: Iterable[GraphSpec]) -> tuple[type[Backend] 
     return None, "; ".join(reasons or wrong_format) or f"no backend supports {device!r}"
 
 
-def select(requested: str, graphs: Iterable[GraphSpec]) -> Selection:
-    """Resolve `--backend` for a bundle's graphs; raise BackendError with the fix when impossible."""
+def candidates(requested: str, graphs: Iterable[GraphSpec]) -> list[Selection]:
+    """The selections to try in order: the requested device alone, or for `auto` every usable one.
+
+    Raises BackendError with the fix when there is none.
+    """
     graphs = list(graphs)
     if requested not in CHOICES:
         raise BackendError(f"--backend {requested!r} is not one of {', '.join(CHOICES)}")
@@ -86,52 +93,22 @@ def select(requested: str, graphs: Iterable[GraphSpec]) -> Selection:
         cls, why = _candidate(requested, graphs)
         if cls is None:
             raise BackendError(f"backend {requested!r} requested but unusable here: {why}")
-        return Selection(requested, cls, why)
-    skipped = []
+        return [Selection(requested, cls, why)]
+    found, skipped = [], []
     for device in DEVICES:
         cls, why = _candidate(device, graphs)
         if cls is not None:
-            logger.info("backend auto: picked %s (%s)", device, why)
-            return Selection(device, cls, f"auto picked {device}: {why}")
-        skipped.append(f"{device}: {why}")
-    raise BackendError("no backend can run this bundle here (" + " | ".join(skipped) + ")")
+            found.append(Selection(device, cls, f"auto picked {device}: {why}"))
+        else:
+            skipped.append(f"{device}: {why}")
+            logger.info("backend auto: skipping %s (%s)", device, why)
+    if not found:
+        raise BackendError("no backend can run this bundle here (" + " | ".join(skipped) + ")")
+    rest = ", ".join(s.device for s in found[1:])
+    logger.info("backend auto: picked %s%s", found[0].reason, f" (then {rest} if it fails to activate)" if rest else "")
+    return found
 
 
-def gpu_info(device_id: int = 0) -> tuple[str, str] | str:
-    """(name, compute capability "major.minor") of one GPU, or why there is none.
-
-    Asks the CUDA driver library directly (present on x86 and Jetson alike), so no CUDA
-    toolkit, torch or TensorRT is needed to answer.
-    """
-    import ctypes
-
-    for lib in ("libcuda.so.1", "libcuda.so"):
-        try:
-            cuda = ctypes.CDLL(lib)
-            break
-        except OSError:
-            continue
-    else:
-        return "no NVIDIA driver (libcuda) on this machine"
-    if cuda.cuInit(0) != 0:
-        return "the CUDA driver failed to initialise (no GPU visible?)"
-    dev = ctypes.c_int()
-    if cuda.cuDeviceGet(ctypes.byref(dev), device_id) != 0:
-        return f"no GPU with index {device_id}"
-    major, minor = ctypes.c_int(), ctypes.c_int()
-    cuda.cuDeviceGetAttribute(ctypes.byref(major), 75, dev)  # CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR
-    cuda.cuDeviceGetAttribute(ctypes.byref(minor), 76, dev)  # CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR
-    name = ctypes.create_string_buffer(256)
-    cuda.cuDeviceGetName(name, 256, dev)
-    return name.value.decode(errors="replace"), f"{major.value}.{minor.value}"
-
-
-def tensorrt_version() -> str | None:
-    """The installed TensorRT version, or None when its Python package is absent."""
-    try:
-        import tensorrt
-    except ImportError as exc:
-        if missing_dependency(exc) != "tensorrt":
-            raise
-        return None
-    return str(tensorrt.__version__)
+def select(requested: str, graphs: Iterable[GraphSpec]) -> Selection:
+    """The first of `candidates`: what `requested` resolves to before anything is activated."""
+    return candidates(requested, graphs)[0]

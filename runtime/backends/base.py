@@ -41,6 +41,9 @@ class BackendOptions:
     # spinning pools starve each other and the numpy stages (measured ~6x slower ticks on 2 cores).
     spin: bool = False
     device_id: int = 0  # GPU index (cuda / tensorrt)
+    # let TensorRT run float layers in fp16 (the onnxruntime TensorRT provider's trt_fp16_enable);
+    # norms and softmax of native engines stay fp32 either way (export/tensorrt_build.py)
+    gpu_fp16: bool = True
     engine_cache_dir: Path | None = None  # where TensorRT engines are cached; outside the bundle
     # role -> input -> (min, opt, max) shape of each dynamic input, for engine builders
     profiles: Mapping[str, Mapping[str, tuple[tuple[int, ...], ...]]] = field(default_factory=dict)

@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 from vla_runtime.runtime.backends.base import Backend, BackendError
-from vla_runtime.runtime.manifest import GraphSpec, Manifest
+from vla_runtime.runtime.backends.device import gpu_info, tensorrt_library
+from vla_runtime.runtime.manifest import GraphSpec
 
 logger = logging.getLogger(__name__)
 
@@ -49,13 +50,23 @@ class OrtBackend(Backend):
         if device not in cls.devices:
             return f"onnxruntime has no {device!r} execution provider"
         provider = PROVIDERS[device]
-        if provider in ort.get_available_providers():
+        if provider not in ort.get_available_providers():
+            fix = {
+                "cuda": "install onnxruntime-gpu (pip install onnxruntime-gpu) or use --backend cpu",
+                "tensorrt": "install onnxruntime-gpu with TensorRT libraries, or use --backend cuda|cpu",
+            }.get(device, "reinstall onnxruntime")
+            return f"{provider} is not available in onnxruntime {ort.__version__}; {fix}"
+        if device == "cpu":
             return None
-        fix = {
-            "cuda": "install onnxruntime-gpu (pip install onnxruntime-gpu) or use --backend cpu",
-            "tensorrt": "install onnxruntime-gpu with TensorRT libraries, or use --backend cuda|cpu",
-        }.get(device, "reinstall onnxruntime")
-        return f"{provider} is not available in onnxruntime {ort.__version__}; {fix}"
+        # onnxruntime-gpu lists its GPU providers on any machine; they need a GPU, and TensorRT's
+        # its libnvinfer, or session creation fails (or quietly runs on the next provider).
+        gpu = gpu_info()
+        if isinstance(gpu, str):
+            return f"{provider} is listed but {gpu}; use --backend cpu"
+        if device == "tensorrt" and tensorrt_library() is None:
+            return (f"{provider} is listed but the TensorRT libraries (libnvinfer) cannot be loaded; "
+                    "install TensorRT (pip install tensorrt) or use --backend cuda")
+        return None
 
     @classmethod
     def check_graph(cls, spec: GraphSpec, device: str) -> str | None:
@@ -117,12 +128,17 @@ class OrtBackend(Backend):
                 "CPUExecutionProvider"]
 
     def _tensorrt_options(self) -> dict:
-        """TensorRT EP settings from the graph's precision; engines cached outside the bundle."""
+        """TensorRT EP settings from the graph's precision; engines cached outside the bundle.
+
+        FP16 is on unless the options ask for fp32 (`gpu_fp16=False`): an fp32 ONNX graph on the
+        TensorRT provider otherwise runs at fp32 speed. INT8 is enabled only for QDQ graphs, with
+        no calibration table (TensorRT refuses dynamic ranges beside Q/DQ nodes).
+        """
         precision = self.spec.precision
         opts: dict[str, Any] = {
             "device_id": self.options.device_id,
-            "trt_fp16_enable": precision in ("fp16", "int8"),  # non-quantized layers may run in fp16
-            "trt_int8_enable": precision == "int8",  # QDQ graphs need it under TRT 10 weak typing
+            "trt_fp16_enable": self.options.gpu_fp16 or precision == "fp16",
+            "trt_int8_enable": precision == "int8",  # QDQ graphs need it under TensorRT 10 weak typing
         }
         shapes = self.options.profiles.get(self.spec.role)
         if shapes:
@@ -197,50 +213,6 @@ class OrtBackend(Backend):
             name: (value if name in keep else buffers[name])
             for name, value in zip(self._outputs, values, strict=True)
         }
-
-
-def tensorrt_profiles(manifest: Manifest) -> dict[str, dict[str, tuple[tuple[int, ...], ...]]]:
-    """(min, opt, max) shapes of every dynamic input, per graph, from what the manifest bounds.
-
-    Without explicit profiles the TensorRT EP builds an engine for the first shapes it sees and
-    rebuilds whenever a shape leaves that range; the decode loop's growing KV cache would then
-    stall the first ticks with engine builds. The ranges follow from the contract: prompts are
-    1..max_tokens ids after N image tokens, and decoding adds at most D - 1 cache entries.
-    A graph with a dynamic dimension not covered here gets no profile (TensorRT infers one).
-    """
-    vision_out = manifest.graphs["vision"].outputs
-    n = next((s.shape[1] for s in vision_out if s.name == "image_embeds"), None)
-    if not isinstance(n, int):
-        return {}
-    t_max = manifest.prompt.max_tokens
-    t_opt = max(1, t_max // 2)
-    # (role, input, axis) -> (min, opt, max) of the dynamic dimension
-    ranges = {
-        ("prefill", "input_ids", 1): (1, t_opt, t_max),
-        ("velocity", "context", 1): (n + 1, n + t_opt, n + t_max),
-    }
-    past = (n + 1, n + t_opt + manifest.action.dim // 2, n + t_max + manifest.action.dim)
-    profiles: dict[str, dict[str, tuple[tuple[int, ...], ...]]] = {}
-    for role, spec in manifest.graphs.items():
-        shapes, complete = {}, True
-        for tensor in spec.inputs:
-            if all(isinstance(d, int) for d in tensor.shape):
-                continue
-            bounds = []
-            for axis, dim in enumerate(tensor.shape):
-                known = past if role == "decode" and tensor.name.startswith("past_key_values.") and axis == 2 \
-                    else ranges.get((role, tensor.name, axis))
-                if isinstance(dim, int):
-                    bounds.append((dim, dim, dim))
-                elif known is not None:
-                    bounds.append(known)
-                else:
-                    complete = False
-            if complete:
-                shapes[tensor.name] = tuple(tuple(b[i] for b in bounds) for i in range(3))  # (min, opt, max)
-        if complete and shapes:
-            profiles[role] = shapes
-    return profiles
 
 
 def _profile_option(shapes: Mapping[str, tuple[tuple[int, ...], ...]], which: int) -> str:
