@@ -217,11 +217,16 @@ class TensorrtBackend(Backend):
 
     def _run_impl(self, inputs: Mapping[str, Any], keep: tuple[str, ...]) -> dict[str, Any]:
         ctx, signature = self._context, []
+        slot = self._slot
+        writing = {id(ring[slot]) for ring in self._ring.values()}
         for name, value in inputs.items():
             if isinstance(value, DeviceTensor):
                 if not value.valid:
                     raise self._fail(f"resident input {name!r} was overwritten by a later run of its graph; "
                                      "use each kept output before running that graph twice more")
+                if id(value.buffer) in writing:
+                    raise self._fail(f"resident input {name!r} is an output of this graph from two runs ago, so "
+                                     "this run would overwrite its own input; pass the latest output")
                 self._bind(name, value.shape, value.ptr)
                 signature.append((name, value.shape, value.ptr))
                 continue
@@ -232,7 +237,6 @@ class TensorrtBackend(Backend):
             self._bind(name, host.shape, buf.ptr)
             self._copy(buf.ptr, host.ctypes.data, host.nbytes, to_host=False)
             signature.append((name, host.shape, buf.ptr))
-        slot = self._slot
         self._slot ^= 1
         views: dict[str, DeviceTensor] = {}
         for name in self._outputs:
