@@ -119,6 +119,10 @@ class ServoArm(ArmDriver):
     def joint_names(self) -> tuple[str, ...]:
         return self._names
 
+    @property
+    def worst_io_s(self) -> float:
+        return self.bus.link.worst_case_s  # one sync read; the goals go out as a sync write with no reply
+
     def _on_configure(self) -> None:
         for joint in self.config.joints:
             model = self.bus.ping(joint.id)

@@ -90,6 +90,11 @@ class LifecycleDriver(ABC):
         return self._state
 
     @property
+    def worst_io_s(self) -> float:
+        """Longest a read plus a command can block when every attempt times out, seconds (0 = unknown)."""
+        return 0.0
+
+    @property
     def fault(self) -> str | None:
         """Why the driver is in FAULT (one line), or None."""
         return self._fault

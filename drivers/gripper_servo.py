@@ -53,6 +53,10 @@ class ServoGripper(GripperDriver):
         self._goal: int | None = None  # last goal in ticks, for contact detection
         self._force: float | None = None  # last force sent, so the limit is written only on change
 
+    @property
+    def worst_io_s(self) -> float:
+        return self.bus.link.worst_case_s  # one sync read; goals (and torque limits on change) mostly unanswered
+
     def _opening(self, ticks: float) -> float:
         c = self.config
         return float(np.clip((ticks - c.closed_ticks) / (c.open_ticks - c.closed_ticks), 0.0, 1.0))

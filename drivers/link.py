@@ -83,6 +83,11 @@ class Link(Generic[M]):
     def name(self) -> str:
         return self.transport.name
 
+    @property
+    def worst_case_s(self) -> float:
+        """Longest one exchange can take when every attempt times out, seconds."""
+        return self.config.timeout * (self.config.retries + 1)
+
     def send(self, frame: bytes) -> None:
         """Write a frame that gets no reply (sync write, broadcast)."""
         with self._lock:

@@ -314,6 +314,10 @@ def run_episode(args, desc: RobotDescription) -> int:
             defaults = SafetyDefaults()
             label = "scripted reach-and-grasp reference (reads the block position from the simulator)"
         rate = args.hz or rate
+        worst_io = getattr(robot, "worst_io_s", 0.0)
+        if worst_io > 1.0 / rate:
+            print(f"warning: {desc.source}: the bus timeouts and retries can take {worst_io * 1e3:.0f} ms, more than "
+                  f"one {1e3 / rate:.0f} ms tick; lower timeout_ms / retries or --hz", file=sys.stderr)  # fmt: skip
         replan = args.replan_every or replan
         if not (1 <= replan <= horizon):
             raise UserError(f"--replan-every {replan}: must be between 1 and the chunk length {horizon}")

@@ -207,6 +207,11 @@ class DriverRobot(Robot):
     def kinematics(self) -> Kinematics | None:
         return self._kinematics
 
+    @property
+    def worst_io_s(self) -> float:
+        """Longest one tick's bus I/O can block when every attempt times out (read + command, all drivers)."""
+        return sum(getattr(d, "worst_io_s", 0.0) for d in self._drivers)
+
     def configure(self) -> None:
         for driver in self._drivers:
             if driver.state.value == "unconfigured":

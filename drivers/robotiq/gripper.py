@@ -98,6 +98,10 @@ class RobotiqGripper(GripperDriver):
         self.config = config
         self.last_status: GripperStatus | None = None  # from the most recent successful read
 
+    @property
+    def worst_io_s(self) -> float:
+        return 2 * self.link.worst_case_s  # a status read and a request write, each answered
+
     # -- Modbus exchanges --------------------------------------------------------------------------
     def _exchange(self, request: codec.ReadRegisters | codec.WriteRegisters) -> codec.Reply:
         function = request.function if isinstance(request, codec.ReadRegisters) else codec.WRITE_MULTIPLE

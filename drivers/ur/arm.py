@@ -114,6 +114,10 @@ class URArm(ArmDriver):
         return UR_JOINTS
 
     @property
+    def worst_io_s(self) -> float:
+        return self.config.receive_timeout  # a read waits for one state package; a command is one write
+
+    @property
     def program_state(self) -> ProgramState:
         value = self.last_state.get(f"output_int_register_{self.config.program.state_reg}", 0)
         try:
