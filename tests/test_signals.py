@@ -6,6 +6,7 @@ signal arrives the way `kill`, `systemctl stop`, `docker stop` or a closed termi
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -16,7 +17,9 @@ import time
 
 import pytest
 
-pytest.importorskip("mujoco", reason="the simulated robot needs MuJoCo (pip install vla-runtime[sim])")
+# found, not imported: importing MuJoCo here would fix its GL backend before the simulator chooses one
+if importlib.util.find_spec("mujoco") is None:
+    pytest.skip("the simulated robot needs MuJoCo (pip install vla-runtime[sim])", allow_module_level=True)
 pytestmark = pytest.mark.timeout(240)
 
 
