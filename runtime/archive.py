@@ -87,8 +87,6 @@ def _checked(archive: Path, limits: ArchiveLimits) -> Iterator[tuple[tarfile.Tar
                 if name in seen:
                     raise ArchiveError(f"{archive}: member {label!r} appears twice")
                 seen.add(name)
-                if plain and member.offset_data + member.size > size:
-                    raise EOFError("member data runs past the end of the file")
                 total += member.size
                 if total > limits.max_total_bytes:
                     raise ArchiveError(
@@ -99,6 +97,8 @@ def _checked(archive: Path, limits: ArchiveLimits) -> Iterator[tuple[tarfile.Tar
                         f"{archive}: declares {total} bytes from a {size}-byte archive (ratio above "
                         f"{limits.max_ratio:g}); refused as a decompression bomb"
                     )
+                if plain and member.offset_data + member.size > size:
+                    raise EOFError("member data runs past the end of the file")
                 yield tar, member, name
     except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError) as exc:
         raise ArchiveError(f"{archive}: truncated or corrupt archive ({type(exc).__name__}); copy it again") from None

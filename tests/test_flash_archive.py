@@ -226,3 +226,43 @@ def test_flash_check_rolls_back_a_bundle_that_loads_but_computes_wrong(tiny_bund
     assert err.count("\n") == 1 and "Traceback" not in err
     assert (robot / "current").resolve() == before
     open_bundle(robot / "current")
+
+
+def test_tampered_manifest_inside_an_archive_is_refused_naming_the_seal(tmp_path, robot, capsys):
+    bundle = write_bundle(tmp_path / "b", edit=lambda d: d.update(gate={"passed": False, "summary": "agree 0.61"}))
+    archive = flash.pack(bundle, tmp_path / "b.tar")
+    data = archive.read_bytes()
+    assert data.count(b'"passed": false') == 1
+    archive.write_bytes(data.replace(b'"passed": false', b'"passed": true '))  # same length, same tar layout
+    refused(archive, robot, capsys, "seal broken: gate.passed changed")
+
+
+def test_absurd_declared_member_size_is_refused(tmp_path, robot, capsys):
+    path = tmp_path / "absurd.tar"
+    info = tarfile.TarInfo("bundle/huge.bin")
+    info.size = 1 << 40  # 1 TiB declared by an 8 KiB file
+    path.write_bytes(info.tobuf(format=tarfile.GNU_FORMAT) + bytes(8192))
+    refused(path, robot, capsys, "the --max-size cap")
+
+
+def test_random_corruption_never_escapes_as_a_traceback(tmp_path, robot, capsys):
+    """Flip, cut and splice bytes of a good archive 150 times: flash installs it or refuses in one line."""
+    good = flash.pack(write_bundle(tmp_path / "b"), tmp_path / "good.tar").read_bytes()
+    rng = np.random.default_rng(9)
+    outcomes = {0: 0, 2: 0}
+    for i in range(150):
+        data = bytearray(good)
+        for _ in range(int(rng.integers(1, 6))):
+            data[int(rng.integers(0, len(data)))] = int(rng.integers(0, 256))
+        if i % 5 == 0:
+            data = data[: int(rng.integers(0, len(data)))]
+        path = tmp_path / "fuzz.tar"
+        path.write_bytes(bytes(data))
+        code = main(["flash", str(path), "--to", str(robot)])
+        err = capsys.readouterr().err
+        assert code in outcomes and (code == 0 or (err.count("\n") == 1 and "Traceback" not in err)), err
+        outcomes[code] += 1
+        if code == 0:  # only a flip in padding or an unused header field can leave a valid bundle
+            open_bundle(robot / "current")
+    assert outcomes[2] > 100
+    assert not [p for p in robot.iterdir() if p.name.startswith(".")]
