@@ -289,11 +289,10 @@ class ControlLoop:
         if self.recorder is not None:
             with sched.section("record"):
                 self.recorder.record(TickRecord(
-                    k, now, {self.recorder.run.cameras[0]: frame.image},
-                    np.concatenate([state.joint_positions, [state.gripper]]), desired, command.action,
-                    np.concatenate([sent_q, [sent_g]]), self.safety.executed_action(state, sent_q, sent_g),
+                    k, now, {self.recorder.run.cameras[0]: frame.image}, state.joint_positions, state.gripper,
+                    desired, command.action, sent_q, sent_g, self.safety.executed_action(state, sent_q, sent_g),
                     report.interventions, report.held, cursor.chunk_id, k - cursor.start_slot, inference,
-                    sched.profiler.tick_stages_ms(), self._clock() > sched.deadline(k + 1),
+                    sched.profiler.tick_stages(), self._clock() > sched.deadline(k + 1),
                 ))
         sched.wait()
         return last_plan

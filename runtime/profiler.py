@@ -101,9 +101,9 @@ class Profiler:
             self.record(name, t, float(seconds), track)
             t += float(seconds)
 
-    def tick_stages_ms(self) -> dict[str, float]:
-        """The current tick's loop stages so far, in milliseconds (what the recorder stores)."""
-        return {name: seconds * 1e3 for name, seconds in self._tick_stages.items()}
+    def tick_stages(self) -> dict[str, float]:
+        """A copy of the current tick's loop stages so far, in seconds (what the recorder stores)."""
+        return dict(self._tick_stages)
 
     def end_tick(self, t_end: float, slack: float, missed: bool) -> None:
         self.record("work", self._tick_start, t_end - self._tick_start)

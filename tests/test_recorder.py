@@ -35,9 +35,9 @@ def run_info(**kw):
 
 def tick(k, image, t=None):
     state = np.array([0.1 * k, 0.2, 0.3, 1.0])
-    return TickRecord(k, 0.1 * k if t is None else t, {"front": image}, state, state + 0.01, state + 0.005,
-                      state + 0.005, state + 0.004, ("joint_velocity",) if k % 3 == 0 else (), False, k // 4,
-                      k % 4, k if k % 4 == 0 else -1, {"state": 0.2, "infer": 12.5}, k == 5)
+    return TickRecord(k, 0.1 * k if t is None else t, {"front": image}, state[:3], state[3], state + 0.01,
+                      state + 0.005, state[:3] + 0.005, 0.9, state + 0.004, ("joint_velocity",) if k % 3 == 0 else (),
+                      False, k // 4, k % 4, k if k % 4 == 0 else -1, {"state": 0.0002, "infer": 0.0125}, k == 5)
 
 
 def test_recording_decodes_with_the_published_schemas(tmp_path):
@@ -134,7 +134,7 @@ CHILD = textwrap.dedent("""
     for k in range(100000):
         now = time.monotonic()
         s = np.array([k, 1.0])
-        rec.record(TickRecord(k, now, {"front": image}, s, s, s, s, s))
+        rec.record(TickRecord(k, now, {"front": image}, s[:1], 1.0, s, s, s[:1], 1.0, s))
         print(k, flush=True)
         time.sleep(max(0.0, t0 + (k + 1) / 50 - time.monotonic()))
 """)

@@ -37,7 +37,8 @@ def record(root, task, ticks, raw, seed, drop_frame_at=None):
         image += rng.integers(0, 3, image.shape, dtype=np.uint8)
         state = np.array([0.01 * k, -0.02 * k, 0.5 + seed])
         images = {} if k == drop_frame_at else {"wrist": image}
-        rec.record(TickRecord(k, 0.1 * k, images, state, state + 0.1, state + 0.05, state + 0.05, state + 0.05))
+        rec.record(TickRecord(k, 0.1 * k, images, state[:2], state[2], state + 0.1, state + 0.05, state[:2] + 0.05,
+                              state[2], state + 0.05))
     return rec.close()
 
 
@@ -96,8 +97,8 @@ def test_export_refuses_mixed_robots_and_a_used_folder(recordings, tmp_path, cap
                       cameras=("wrist",), joint_names=("j1",), action_kind="joint_position", action_names=("a",))
     rec = FlightRecorder(other, run)
     rec.open()
-    rec.record(TickRecord(0, 0.0, {"wrist": np.zeros((8, 8, 3), np.uint8)}, np.zeros(2), np.zeros(1), np.zeros(1),
-                          np.zeros(2), np.zeros(1)))
+    rec.record(TickRecord(0, 0.0, {"wrist": np.zeros((8, 8, 3), np.uint8)}, np.zeros(1), 0.0, np.zeros(1),
+                          np.zeros(1), np.zeros(1), 0.0, np.zeros(1)))
     rec.close()
     assert export_main(["dataset", str(recordings), str(other), "--out", str(tmp_path / "d")]) == 2
     assert "differs from the first recording" in capsys.readouterr().err
