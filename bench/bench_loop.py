@@ -2,21 +2,25 @@
 
 Part 1, pacing: the same simulated work (a fixed busy time plus a seeded random part) is paced
 by our absolute-deadline Scheduler (its default: one OS sleep to the deadline), the same with a
-1 ms yielding spin before each deadline, the same under SCHED_FIFO when permitted, and the naive
-loop that sleeps a fixed `period` after the work. For each: period error (|interval - period|) p50 / p99 / max,
-and drift, where tick N started versus t0 + N * period.
+1 ms yielding spin before each deadline, the same under SCHED_FIFO when permitted, and the
+common practice it replaces: sleep for the remainder of the period after the work, measured
+from the tick's own start (as LeRobot's `busy_wait(1 / fps - dt)` / `precise_sleep` loops do).
+For each: period error (|interval - period|) p50 / p99 / max, and drift, where tick N started
+versus t0 + N * period.
 
 Part 2, overhead: the full control loop (scheduler, profiler, chunk cursor, safety layer with
 inverse kinematics) runs the tiny default bundle against an in-memory robot and a fixed camera
-frame, so robot I/O costs nothing. Per tick, everything except the backend's graph time is the
-runtime's own overhead; it is reported as a share of the period, split into the loop machinery
-and the policy's host-side stages (preprocess, tokenize, decode_actions).
+frame (`--image-size H`: an H x 16H/9 frame), so robot I/O costs nothing. Per tick, everything
+except the backend's graph time is the runtime's own overhead; it is reported as a share of the
+period, split into the loop machinery and the policy's host-side stages (preprocess, tokenize,
+decode_actions). It runs twice in one process, with the loop's OpenCV preprocessing and with
+the old PIL-exact numpy path, so the two sit side by side under the same load.
 
 Part 3, CPU cost: wall-clock figures on a shared host include preemption, so the loop's own work
 (state read, scheduler and profiler bookkeeping, safety with IK) is also replayed on part 2's
 actions and measured in process CPU time.
 
-    python bench/bench_loop.py [--hz 50] [--ticks 250] [--bundle DIR]
+    python bench/bench_loop.py [--hz 50] [--ticks 250] [--bundle DIR] [--image-size 480|1080]
 """
 
 from __future__ import annotations
@@ -74,13 +78,18 @@ def run_scheduler(
     return sched.profiler.starts, sched.profiler.slots
 
 
-def run_naive(period: float, ticks: int, work: np.ndarray) -> tuple[list[float], list[int]]:
-    """Tick k is meant for t0 + k * period, but each sleep starts after the work: error accumulates."""
+def run_remainder(period: float, ticks: int, work: np.ndarray) -> tuple[list[float], list[int]]:
+    """The common practice: after the work, sleep `period - elapsed` measured from this tick's start.
+
+    Relative to the tick's own start, so each sleep's overshoot (and a late start) is never
+    paid back: the error of every tick adds up into drift.
+    """
     starts = []
     for k in range(ticks):
-        starts.append(time.perf_counter())
+        start = time.perf_counter()
+        starts.append(start)
         busy(work[k])
-        time.sleep(period)
+        time.sleep(max(period - (time.perf_counter() - start), 0.0))
     return starts, list(range(ticks))
 
 
@@ -117,20 +126,22 @@ class NullRobot(Robot):
 
 
 class StillCamera(Camera):
-    def __init__(self, size: int):
+    def __init__(self, height: int):
         rng = np.random.default_rng(0)
-        self.image = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+        width = 2 * round(height * 16 / 9 / 2)  # 16:9, even: 480 -> 854, 1080 -> 1920
+        self.image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
 
     def read(self, now):
         return Frame(self.image, now)
 
 
-def overhead(bundle: str, hz: float, ticks: int, image_size: int, rt: int = 0) -> tuple[Profiler, str]:
+def overhead(bundle: str, hz: float, ticks: int, image_size: int, rt: int = 0,
+             exact: bool = False) -> tuple[Profiler, str]:
     from vla_runtime.runtime.policy import load_policy
     from vla_runtime.runtime.sim.world import SimWorld
 
     world = SimWorld()
-    policy = load_policy(bundle, backend="cpu")
+    policy = load_policy(bundle, backend="cpu", exact_preprocess=exact)
     m = policy.manifest
     desc = load_robot_description("sim")
     limits = SafetyLimits.from_sources(m.safety, desc.safety, desc.joint_min, desc.joint_max, desc.joint_max_velocity)
@@ -142,7 +153,9 @@ def overhead(bundle: str, hz: float, ticks: int, image_size: int, rt: int = 0) -
     policy.close()
     fifo = f"SCHED_FIFO {rt}" if rt and sched.profiler.starts and _was_realtime(rt) else "normal scheduling"
     REPLAY[:] = safety.seen
-    return sched.profiler, f"{m.model.get('name')}, replan every {m.control.replan_every}, {fifo}, {result.stop_reason}"
+    path = "old PIL-exact numpy preprocess" if exact else "OpenCV preprocess"
+    return sched.profiler, (f"{m.model.get('name')}, replan every {m.control.replan_every}, {fifo}, {path},"
+                            f" {result.stop_reason}")
 
 
 REPLAY: list = []  # (state, desired action) pairs seen by the safety layer in the last part-2 run
@@ -203,26 +216,48 @@ def _was_realtime(rt: int) -> bool:
         return False
 
 
-def print_overhead(prof: Profiler, label: str, hz: float, ticks: int, image_size: int) -> None:
+def print_overhead(prof: Profiler, label: str, hz: float, ticks: int, image_size: int) -> dict[str, float]:
+    """Print part 2's table for one run; returns its headline figures (ms and % of the period)."""
     loop_period = 1.0 / hz
     work_s = np.asarray([s.duration for s in prof.spans if s.name == "work"])
     graphs = tick_sums(prof, GRAPH_STAGES)
     host = tick_sums(prof, HOST_STAGES)
     io = tick_sums(prof, IO_STAGES)
-    machinery = work_s - graphs - host - io  # scheduler, profiler, chunking, safety + IK, bookkeeping
+    safety = tick_sums(prof, ("safety",))
+    machinery = work_s - graphs - host - io - safety  # scheduler, profiler, chunking, bookkeeping
     total = work_s - graphs - io
     print(f"\npart 2: runtime overhead per tick at {hz:g} Hz, {ticks} ticks ({label}),"
-          f" in-memory robot, {image_size}px frame")
-    print(f"{'per tick':<44}{'p50 ms':>9}{'p99 ms':>9}{'p50 %period':>13}{'p99 %period':>13}")
+          f" in-memory robot, {image_size}p frame")
+    print(f"{'per tick':<46}{'p50 ms':>9}{'p99 ms':>9}{'p50 %period':>13}{'p99 %period':>13}")
     for name, v in (("backend graphs (excluded)", graphs),
-                    ("loop machinery (sched, safety+IK, chunks)", machinery),
+                    ("loop machinery (sched, profiler, chunks)", machinery),
+                    ("safety + IK", safety),
                     ("policy host stages (preprocess, tokenize..)", host),
                     ("runtime overhead = all but graphs", total)):
         p50, p99 = np.percentile(v, [50, 99]) * 1e3
-        print(f"{name:<44}{p50:>9.3f}{p99:>9.3f}{p50 / loop_period / 10:>12.2f}%{p99 / loop_period / 10:>12.2f}%")
+        print(f"{name:<46}{p50:>9.3f}{p99:>9.3f}{p50 / loop_period / 10:>12.2f}%{p99 / loop_period / 10:>12.2f}%")
     print(f"mean runtime overhead: {total.mean() / loop_period * 100:.2f}% of the period"
-          f" (loop machinery alone {machinery.mean() / loop_period * 100:.2f}%)")
+          f" (loop machinery alone {machinery.mean() / loop_period * 100:.2f}%,"
+          f" safety + IK {safety.mean() / loop_period * 100:.2f}%)")
     print(f"per-stage table:\n{prof.table()}")
+    pre = prof.stage_stats().get("preprocess", {"p50": float("nan")})
+    return {"preprocess_p50_ms": pre["p50"], "overhead_mean_pct": total.mean() / loop_period * 100,
+            "overhead_p50_pct": np.percentile(total, 50) / loop_period * 100,
+            "machinery_mean_pct": machinery.mean() / loop_period * 100,
+            "safety_mean_pct": safety.mean() / loop_period * 100,
+            "overhead_no_safety_mean_pct": (total - safety).mean() / loop_period * 100}
+
+
+def print_comparison(new: dict[str, float], old: dict[str, float], image_size: int) -> None:
+    """The two part-2 runs side by side: the loop's preprocessing against the old exact path."""
+    print(f"\npart 2 summary, {image_size}p frame, same process and load:")
+    print(f"{'':<44}{'OpenCV (loop)':>15}{'old exact':>12}{'old / new':>11}")
+    for key, name in (("preprocess_p50_ms", "preprocess p50 (ms)"),
+                      ("overhead_mean_pct", "runtime overhead, all but graphs (% period)"),
+                      ("overhead_no_safety_mean_pct", "  of which not safety + IK (% period)"),
+                      ("machinery_mean_pct", "  loop machinery alone (% period)")):
+        ratio = old[key] / new[key] if new[key] > 0 else float("nan")
+        print(f"{name:<44}{new[key]:>15.3f}{old[key]:>12.3f}{ratio:>10.1f}x")
 
 
 def tick_sums(profiler: Profiler, names: tuple[str, ...]) -> np.ndarray:
@@ -246,7 +281,8 @@ def main() -> None:
     ap.add_argument("--bundle", help="bundle for part 2 (default: the embedded default, built on first use)")
     ap.add_argument("--loop-hz", type=float, default=10.0, help="control rate for part 2 (Hz)")
     ap.add_argument("--loop-ticks", type=int, default=100, help="ticks for part 2")
-    ap.add_argument("--image-size", type=int, default=224, help="camera frame side for part 2 (px)")
+    ap.add_argument("--image-size", type=int, default=480,
+                    help="camera frame height for part 2 (px; width 16:9), e.g. 480 or 1080")
     args = ap.parse_args()
 
     print(f"host: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start")
@@ -256,7 +292,7 @@ def main() -> None:
     rows = {
         "scheduler (default: abs. sleep)": pacing_stats(*run_scheduler(period, args.ticks, work, 0.0), period),
         "scheduler + 1 ms yielding spin": pacing_stats(*run_scheduler(period, args.ticks, work, 0.001), period),
-        "naive time.sleep(period)": pacing_stats(*run_naive(period, args.ticks, work), period),
+        "sleep(period - work) (common)": pacing_stats(*run_remainder(period, args.ticks, work), period),
     }
     fifo = run_scheduler(period, args.ticks, work, 0.0, rt=args.rt_priority) if args.rt_priority else None
     if fifo is not None:
@@ -265,18 +301,20 @@ def main() -> None:
     print(f"{'loop':<32}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'drift ms':>11}{'skipped':>9}")
     for name, r in rows.items():
         print(f"{name:<32}{r['p50']:>9.3f}{r['p99']:>9.3f}{r['max']:>9.3f}{r['drift']:>11.3f}{r['skipped']:>9}")
-    ours, naive = rows["scheduler (default: abs. sleep)"], rows["naive time.sleep(period)"]
-    print(f"drift, naive / ours: {abs(naive['drift']) / max(abs(ours['drift']), 1e-3):.0f}x"
-          f"  |  p99 period error, naive / ours: {naive['p99'] / max(ours['p99'], 1e-6):.1f}x")
+    ours, common = rows["scheduler (default: abs. sleep)"], rows["sleep(period - work) (common)"]
+    print(f"drift, common / ours: {abs(common['drift']) / max(abs(ours['drift']), 1e-3):.0f}x"
+          f"  |  p99 period error, common / ours: {common['p99'] / max(ours['p99'], 1e-6):.1f}x")
 
     bundle = args.bundle
     if bundle is None:
         from vla_runtime.runtime.default_bundle import ensure_default_bundle
 
         bundle = str(ensure_default_bundle(announce=print))
-    for rt in (0, args.rt_priority) if args.rt_priority else (0,):
-        prof, label = overhead(bundle, args.loop_hz, args.loop_ticks, args.image_size, rt)
-        print_overhead(prof, label, args.loop_hz, args.loop_ticks, args.image_size)
+    figures = {}
+    for rt, exact in ((0, False), (0, True)) + (((args.rt_priority, False),) if args.rt_priority else ()):
+        prof, label = overhead(bundle, args.loop_hz, args.loop_ticks, args.image_size, rt, exact)
+        figures[(rt, exact)] = print_overhead(prof, label, args.loop_hz, args.loop_ticks, args.image_size)
+    print_comparison(figures[(0, False)], figures[(0, True)], args.image_size)
     from vla_runtime.runtime.sim.world import SimWorld
 
     world = SimWorld()

@@ -40,6 +40,9 @@ def register(sub) -> None:
                    help="consecutive deadline misses before a safe stop (default 3)")
     p.add_argument("--rt-priority", type=int, default=0, metavar="P",
                    help="run the loop thread SCHED_FIFO at priority P (1..99; needs CAP_SYS_NICE); 0 = off")
+    p.add_argument("--mlockall", action="store_true",
+                   help="lock the process's memory into RAM (no page faults in a tick; needs a memlock limit)")
+    p.add_argument("--cpus", metavar="LIST", help="pin the process to these cores, e.g. 2,3 or 2-3")
     p.add_argument("--record", metavar="DIR",
                    help="stream the episode to DIR/episode_NNNNNN.mcap (open it in Foxglove or Rerun; "
                         "`vla-runtime replay` runs it through a bundle)")
@@ -185,8 +188,7 @@ def cmd_run(args) -> int:
         raise UserError("--max-misses must be at least 1")
     if args.policy == "scripted" and (args.bundle or args.head):
         raise UserError("--policy scripted runs without a bundle; drop --bundle / --head")
-    if not (0 <= args.rt_priority <= 99):
-        raise UserError(f"--rt-priority {args.rt_priority}: must be 0 (off) or 1..99")
+    _apply_realtime(args)  # refused in one line before any file is read or port opened
     desc = load_robot(args)
     if args.episodes is not None:
         from vla_runtime.runtime.cmd_eval import record_demonstrations
@@ -273,6 +275,16 @@ def _robot_file(name_or_path: str) -> tuple[str, bytes] | None:
         if res.is_file():
             return f"{name_or_path}.toml", res.read_bytes()
     return None
+
+
+def _apply_realtime(args) -> None:
+    from vla_runtime.runtime.realtime import RealtimeConfig, RealtimeError, apply, parse_cpus
+
+    try:
+        cpus = parse_cpus(args.cpus) if args.cpus else ()
+        apply(RealtimeConfig(priority=args.rt_priority, lock_memory=args.mlockall, cpus=cpus))
+    except RealtimeError as exc:
+        raise UserError(str(exc)) from None
 
 
 def run_episode(args, desc: RobotDescription) -> int:
