@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from vla_runtime.runtime.conventions import NORMALIZATION_FIELDS, NORMALIZATIONS
 
 logger = logging.getLogger(__name__)
 
@@ -36,11 +37,11 @@ class NormStats:
 
     def __post_init__(self):
         d = len(self.names)
-        if self.kind not in ("q01_q99", "mean_std", "none"):
-            raise ValueError(f"norm stats kind {self.kind!r} is not q01_q99|mean_std|none")
+        if self.kind not in NORMALIZATIONS:
+            raise ValueError(f"norm stats kind {self.kind!r} is not one of {NORMALIZATIONS}")
         if len(self.units) != d:
             raise ValueError(f"norm stats need {d} units, got {len(self.units)}")
-        wanted = {"q01_q99": ("low", "high"), "mean_std": ("mean", "std"), "none": ()}[self.kind]
+        wanted = NORMALIZATION_FIELDS[self.kind]
         for key in wanted + (("mask",) if self.mask else ()):
             if len(getattr(self, key)) != d:
                 raise ValueError(f"norm stats field {key!r} needs {d} values")

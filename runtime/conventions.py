@@ -38,6 +38,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_PROMPT_TEMPLATE = "What action should the robot take to {task}?"
 TOKEN_ORDERS = ("ascending", "descending")
 NORMALIZATIONS = ("q01_q99", "mean_std", "none")
+# The per-dimension statistics each normalisation kind needs (plus an optional mask).
+NORMALIZATION_FIELDS = {"q01_q99": ("low", "high"), "mean_std": ("mean", "std"), "none": ()}
 
 
 # -- bins ----------------------------------------------------------------------------------------
@@ -197,6 +199,8 @@ def prompt_ids(
 
 __all__ = [
     "DEFAULT_PROMPT_TEMPLATE",
+    "NORMALIZATIONS",
+    "NORMALIZATION_FIELDS",
     "TOKEN_ORDERS",
     "ActionNormalizer",
     "ActionTokens",

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vla_runtime.runtime.conventions import NORMALIZATIONS, TOKEN_ORDERS
+from vla_runtime.runtime.conventions import NORMALIZATION_FIELDS, NORMALIZATIONS, TOKEN_ORDERS
 from vla_runtime.runtime.manifest_bounds import (
     MANIFEST_NAME,
     MAX_DIM,
@@ -206,7 +206,7 @@ class ActionSpace:
         n = self.normalization
         if n.kind not in NORMALIZATIONS:
             raise ManifestError(f"action.normalization.kind: {n.kind!r} is not one of {NORMALIZATIONS}")
-        wanted = {"q01_q99": ("low", "high"), "mean_std": ("mean", "std"), "none": ()}[n.kind]
+        wanted = NORMALIZATION_FIELDS[n.kind]
         for key in wanted + (("mask",) if n.mask else ()):
             values = getattr(n, key)
             if len(values) != self.dim:
