@@ -136,12 +136,12 @@ class StillCamera(Camera):
 
 
 def overhead(bundle: str, hz: float, ticks: int, image_size: int, rt: int = 0,
-             exact: bool = False) -> tuple[Profiler, str]:
+             exact: bool = False, backend: str = "cpu") -> tuple[Profiler, str]:
     from vla_runtime.runtime.policy import load_policy
     from vla_runtime.runtime.sim.world import SimWorld
 
     world = SimWorld()
-    policy = load_policy(bundle, backend="cpu", exact_preprocess=exact)
+    policy = load_policy(bundle, backend=backend, exact_preprocess=exact, allow_failed_gate=True)
     m = policy.manifest
     desc = load_robot_description("sim")
     limits = SafetyLimits.from_sources(m.safety, desc.safety, desc.joint_min, desc.joint_max, desc.joint_max_velocity)
@@ -153,7 +153,7 @@ def overhead(bundle: str, hz: float, ticks: int, image_size: int, rt: int = 0,
     policy.close()
     fifo = f"SCHED_FIFO {rt}" if rt and sched.profiler.starts and _was_realtime(rt) else "normal scheduling"
     REPLAY[:] = safety.seen
-    path = "old PIL-exact numpy preprocess" if exact else "OpenCV preprocess"
+    path = ("old PIL-exact numpy preprocess" if exact else "OpenCV preprocess") + f", {policy.backend_name}"
     return sched.profiler, (f"{m.model.get('name')}, replan every {m.control.replan_every}, {fifo}, {path},"
                             f" {result.stop_reason}")
 

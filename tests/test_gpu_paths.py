@@ -100,6 +100,20 @@ def test_engine_command_does_not_import_tqdm_or_torch():
     assert out.stdout.strip() == "[]"
 
 
+def test_gpu_check_stops_in_one_line_without_a_gpu():
+    from pathlib import Path
+
+    from vla_runtime.runtime.backends.tensorrt import TensorrtBackend
+
+    if TensorrtBackend.probe("tensorrt") is None:
+        pytest.skip("a GPU with TensorRT is present: gpu_check would build and run everything")
+    script = Path(__file__).resolve().parents[1] / "bench" / "gpu_check.py"
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 77, out.stderr
+    assert out.stdout == "" and len(out.stderr.strip().splitlines()) == 1
+    assert out.stderr.startswith("gpu_check: no usable GPU here (") and "nothing was built" in out.stderr
+
+
 # -- the native runner on a fake TensorRT -----------------------------------------------------------
 
 
