@@ -236,6 +236,8 @@ def open_recorder(args, desc: RobotDescription, robot, policy, rate: float, kind
     robot_file = _robot_file(args.robot)
     if robot_file is not None:
         attachments[f"robot/{robot_file[0]}"] = ("application/toml", robot_file[1])
+    if getattr(args, "overrides", None):  # the file as run = the file above plus these --set lines
+        attachments["robot/overrides.txt"] = ("text/plain", "\n".join(args.overrides).encode() + b"\n")
     dim = len(action.names) if action is not None else 7
     run = RunInfo(
         task=args.task, rate_hz=rate, bundle=bundle_name, bundle_id=bundle_id, robot=desc.name,

@@ -7,6 +7,7 @@ import re
 
 import numpy as np
 import pytest
+import vla_runtime.runtime.sim  # noqa: F401 - picks MuJoCo's offscreen GL before mujoco is imported
 from vla_runtime.runtime.cli import main
 
 cv2 = pytest.importorskip("cv2", reason="the video camera needs opencv-python-headless")

@@ -45,7 +45,7 @@ def test_run_prints_the_table_and_writes_profile_trace_and_episode(tiny_bundle, 
     profile, trace, record = tmp_path / "p.json", tmp_path / "t.json", tmp_path / "episodes"
     rc = main([
         "--bundle", str(tiny_bundle("parallel")), "--steps", "6", "--hz", "20", *LENIENT,
-        "--profile", str(profile), "--trace", str(trace), "--record", str(record),
+        "--profile", str(profile), "--trace", str(trace), "--record", str(record), "--set", "sim.block_jitter=0.02",
     ])
     out = capsys.readouterr().out
     assert rc == 0
@@ -64,6 +64,7 @@ def test_run_prints_the_table_and_writes_profile_trace_and_episode(tiny_bundle, 
     assert "recorded: " in out and "dropped ticks 0" in out
     assert rec.complete and rec.run.task == "pick up the red block" and rec.run.rate_hz == 20.0
     assert "manifest.json" in rec.attachments and rec.run.bundle_id.startswith("sha256:")
+    assert rec.attachments["robot/overrides.txt"] == b"sim.block_jitter=0.02\n"  # the robot file as it ran
     ticks = list(rec.ticks())
     assert [t.slot for t in ticks] == sorted(t.slot for t in ticks) and len(ticks) == 6
     frame = ticks[0].images[rec.run.cameras[0]].decode()
