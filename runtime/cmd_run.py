@@ -330,8 +330,11 @@ def run_episode(args, desc: RobotDescription) -> int:
         rate = args.hz or rate
         worst_io = getattr(robot, "worst_io_s", 0.0)
         if worst_io > 1.0 / rate:
-            print(f"warning: {desc.source}: the bus timeouts and retries can take {worst_io * 1e3:.0f} ms, more than "
-                  f"one {1e3 / rate:.0f} ms tick; lower timeout_ms / retries or --hz", file=sys.stderr)  # fmt: skip
+            print(
+                f"warning: {desc.source}: one driver's timeouts and retries can take {worst_io * 1e3:.0f} ms, "
+                f"more than one {1e3 / rate:.0f} ms tick; lower timeout_ms / retries or --hz",
+                file=sys.stderr,
+            )
         replan = args.replan_every or replan
         if not (1 <= replan <= horizon):
             raise UserError(f"--replan-every {replan}: must be between 1 and the chunk length {horizon}")

@@ -209,8 +209,11 @@ class DriverRobot(Robot):
 
     @property
     def worst_io_s(self) -> float:
-        """Longest one tick's bus I/O can block when every attempt times out (read + command, all drivers)."""
-        return sum(getattr(d, "worst_io_s", 0.0) for d in self._drivers)
+        """Longest one driver's tick I/O (read + command) can block when every attempt times out, seconds.
+
+        The largest, not the sum: arm and gripper both exhausting every retry in the same tick is
+        a dead bus, which the failed-tick count stops, not a budget to plan for."""
+        return max((getattr(d, "worst_io_s", 0.0) for d in self._drivers), default=0.0)
 
     def configure(self) -> None:
         for driver in self._drivers:

@@ -157,4 +157,4 @@ def test_robotiq_and_rtde_links_shrug_off_duplicated_and_late_replies():
 def test_the_worst_case_bus_time_per_tick_is_known_before_the_run(rig):
     r = rig(timeout=0.02, retries=2)
     assert r.bus.link.worst_case_s == pytest.approx(0.06)
-    assert r.robot.worst_io_s == pytest.approx(0.12)  # arm read + jaw read, every attempt timing out
+    assert r.robot.worst_io_s == pytest.approx(0.06)  # one sync read with every attempt timing out
