@@ -68,6 +68,17 @@ def quantized(tiny_bundle, scenes, tmp_path_factory):
     return make
 
 
+def test_quantized_bundle_is_resealed_with_its_own_health_sample(quantized, tiny_bundle):
+    """The writer re-seals the derived bundle and records the INT8 graphs' own sample for `flash --check`."""
+    from vla_runtime.runtime import health
+
+    out, _ = quantized("flow")  # continuous actions: INT8 moves them a little, so the sample differs
+    src, q = open_bundle(tiny_bundle("flow")), open_bundle(out)
+    assert q.seal != src.seal and health.SAMPLE_NAME in q.manifest.files
+    assert q.manifest.files["health/actions.npy"] != src.manifest.files["health/actions.npy"]
+    assert "matches the stored sample" in health.check(out, backend="cpu")
+
+
 @pytest.mark.parametrize("head", HEADS)
 def test_quantized_bundle_is_verified_and_gated(quantized, head):
     out, report = quantized(head)
