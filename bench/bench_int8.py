@@ -172,9 +172,9 @@ def bench_head(head: str, work: Path, scenes: Path, args) -> dict:
     from vla_runtime.calibration.cpu_fast import CpuFastConfig
     from vla_runtime.calibration.pipeline import QuantizeOptions, quantize_bundle
     from vla_runtime.calibration.quantize import QdqConfig
-    from vla_runtime.calibration.readers import open_source
     from vla_runtime.export.build import build_from_source, load_source
     from vla_runtime.runtime.bundle import open_bundle
+    from vla_runtime.runtime.episodes.readers import open_source
     from vla_runtime.runtime.preprocess import Preprocessor
     from vla_runtime.runtime.tokenizer import PromptTokenizer
 

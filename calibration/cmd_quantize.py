@@ -108,10 +108,10 @@ def options_from_args(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from vla_runtime.calibration.pipeline import QuantizeInputError, quantize_bundle
     from vla_runtime.calibration.quantize import QuantizeError
-    from vla_runtime.calibration.readers import CalibDataError, open_source
     from vla_runtime.runtime.backends import BackendError
     from vla_runtime.runtime.bundle import BundleError
     from vla_runtime.runtime.derived_bundle import PackError
+    from vla_runtime.runtime.episodes.readers import CalibDataError, open_source
     from vla_runtime.runtime.gate_report import format_gate
 
     opts = options_from_args(args)

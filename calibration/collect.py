@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from tqdm import tqdm
-from vla_runtime.calibration.frames import CalibFrame, CalibSource
 from vla_runtime.calibration.sampling import FrameRef
+from vla_runtime.runtime.episodes.frames import CalibFrame, CalibSource
 from vla_runtime.runtime.types import Frame
 
 logger = logging.getLogger(__name__)

@@ -17,12 +17,12 @@ from pathlib import Path
 from tqdm import tqdm
 from vla_runtime.calibration.collect import load_frames, replay, representative, sample_counts
 from vla_runtime.calibration.cpu_fast import CpuFastConfig, quantize_cpu_fast
-from vla_runtime.calibration.frames import CalibSource
 from vla_runtime.calibration.gate import GateThresholds, graph_metrics, judge
 from vla_runtime.calibration.quantize import QdqConfig, quantize_qdq
 from vla_runtime.calibration.sampling import plan_samples
 from vla_runtime.runtime.bundle import open_bundle
 from vla_runtime.runtime.derived_bundle import NewGraph, check_destination, set_gate, write_derived_bundle
+from vla_runtime.runtime.episodes.frames import CalibSource
 from vla_runtime.runtime.manifest import HEAD_GRAPHS
 from vla_runtime.runtime.policy import load_policy
 

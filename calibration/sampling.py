@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
-from vla_runtime.calibration.frames import CalibDataError
+from vla_runtime.runtime.episodes.frames import CalibDataError
 
 logger = logging.getLogger(__name__)
 

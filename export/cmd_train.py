@@ -28,7 +28,7 @@ def register(sub) -> None:
 
     d = TrainConfig()
     p = sub.add_parser("train", help="behaviour cloning on recorded demonstrations -> checkpoint directory")
-    p.add_argument("--data", required=True, metavar="DIR",  # read through calibration.readers
+    p.add_argument("--data", required=True, metavar="DIR",  # read through runtime.episodes
                    help="recorded demonstrations (`vla-runtime --policy scripted --episodes N --record DIR`)")
     p.add_argument("--out", required=True, metavar="CKPT", help="checkpoint directory to write")
     p.add_argument("--head", choices=HEADS, default="parallel", help="action head (default parallel)")

@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from vla_runtime.calibration.readers import CalibDataError, open_source
 from vla_runtime.export.manifest_writer import MAX_PROMPT_TOKENS, siglip_preprocess
 from vla_runtime.export.norm_stats import NormStats, stats_from_actions
 from vla_runtime.export.tokenizer import BOS, PROMPT_TEMPLATE
 from vla_runtime.runtime.conventions import ActionNormalizer, discretize, prompt_ids
+from vla_runtime.runtime.episodes.readers import CalibDataError, open_source
 from vla_runtime.runtime.preprocess import Preprocessor
 
 logger = logging.getLogger(__name__)

@@ -6,8 +6,8 @@ import json
 
 import numpy as np
 import pytest
-from vla_runtime.calibration.readers import CalibDataError, ImageFolder, RecordedEpisodes, open_source
 from vla_runtime.calibration.sampling import plan_samples
+from vla_runtime.runtime.episodes.readers import CalibDataError, ImageFolder, RecordedEpisodes, open_source
 
 
 def write_recording(root, lengths, task="stack the blocks", size=(16, 20)):

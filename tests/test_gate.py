@@ -10,10 +10,10 @@ from vla_runtime.calibration.collect import Replay, load_frames, replay, represe
 from vla_runtime.calibration.gate import GateThresholds, action_metrics, judge, verdict
 from vla_runtime.calibration.pipeline import QuantizeOptions, run_gate
 from vla_runtime.calibration.quantize import QdqConfig, quantize_qdq
-from vla_runtime.calibration.readers import open_source
 from vla_runtime.calibration.sampling import plan_samples
 from vla_runtime.runtime.bundle import BundleError, open_bundle
 from vla_runtime.runtime.derived_bundle import NewGraph, set_gate, write_derived_bundle
+from vla_runtime.runtime.episodes.readers import open_source
 from vla_runtime.runtime.gate_report import format_gate
 from vla_runtime.runtime.policy import load_policy
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from vla_runtime.calibration.lerobot import LeRobotDataset
-from vla_runtime.calibration.readers import CalibDataError, open_source
+from vla_runtime.runtime.episodes.lerobot import LeRobotDataset
+from vla_runtime.runtime.episodes.readers import CalibDataError, open_source
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")

@@ -13,8 +13,8 @@ import onnx
 import pytest
 from vla_runtime.calibration.pipeline import QuantizeOptions, quantize_bundle
 from vla_runtime.calibration.quantize import inspect_qdq
-from vla_runtime.calibration.readers import open_source
 from vla_runtime.runtime.bundle import BundleError, open_bundle
+from vla_runtime.runtime.episodes.readers import open_source
 from vla_runtime.runtime.manifest import HEAD_GRAPHS
 from vla_runtime.runtime.policy import load_policy
 from vla_runtime.runtime.types import Frame

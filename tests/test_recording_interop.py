@@ -12,11 +12,11 @@ import pytest
 pytest.importorskip("mcap", reason="recordings need the record extra (pip install 'vla-runtime[record]')")
 pq = pytest.importorskip("pyarrow.parquet", reason="the dataset writer needs pyarrow (vla-runtime[calib])")
 
-from vla_runtime.calibration.lerobot import LeRobotDataset  # noqa: E402
-from vla_runtime.calibration.readers import open_source  # noqa: E402
-from vla_runtime.calibration.recordings import RecordedMcap  # noqa: E402
 from vla_runtime.export.cli import main as export_main  # noqa: E402
 from vla_runtime.runtime import recording_format as fmt  # noqa: E402
+from vla_runtime.runtime.episodes.lerobot import LeRobotDataset  # noqa: E402
+from vla_runtime.runtime.episodes.readers import open_source  # noqa: E402
+from vla_runtime.runtime.episodes.recordings import RecordedMcap  # noqa: E402
 from vla_runtime.runtime.recorder import FlightRecorder, RecorderConfig, TickRecord  # noqa: E402
 from vla_runtime.runtime.recording import Recording  # noqa: E402
 

@@ -11,9 +11,9 @@ pytest.importorskip("mcap", reason="recordings need the record extra (pip instal
 pytest.importorskip("vla_runtime.runtime.sim.world", reason="needs MuJoCo (pip install vla-runtime[sim])")
 
 from vla_runtime.calibration.pipeline import QuantizeOptions, quantize_bundle  # noqa: E402
-from vla_runtime.calibration.readers import open_source  # noqa: E402
-from vla_runtime.calibration.recordings import RecordedMcap  # noqa: E402
 from vla_runtime.runtime.cli import main  # noqa: E402
+from vla_runtime.runtime.episodes.readers import open_source  # noqa: E402
+from vla_runtime.runtime.episodes.recordings import RecordedMcap  # noqa: E402
 from vla_runtime.runtime.policy import load_policy  # noqa: E402
 from vla_runtime.runtime.recording import Recording  # noqa: E402
 from vla_runtime.runtime.replay import replay  # noqa: E402

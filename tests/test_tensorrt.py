@@ -145,9 +145,9 @@ def test_engine_command_checks_everything_before_needing_tensorrt(tiny_bundle, c
 def test_build_and_run_engines_against_onnxruntime(tiny_bundle, tmp_path, precision):
     from test_quantize_bundle import write_scenes
     from vla_runtime.calibration.pipeline import QuantizeOptions, quantize_bundle
-    from vla_runtime.calibration.readers import open_source
     from vla_runtime.export.cmd_engine import build_engine_bundle
     from vla_runtime.runtime.backends.tensorrt import engine_record_path
+    from vla_runtime.runtime.episodes.readers import open_source
     from vla_runtime.runtime.policy import load_policy
     from vla_runtime.runtime.types import Frame
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from vla_runtime.calibration.frames import CalibDataError, CalibFrame, CalibSource, as_rgb_uint8
+from vla_runtime.runtime.episodes.frames import CalibDataError, CalibFrame, CalibSource, as_rgb_uint8
 
 logger = logging.getLogger(__name__)
 

@@ -1,9 +1,9 @@
-"""Calibration frames from the places a robot team already keeps them.
+"""Episode frames from the places a robot team already keeps them.
 
-INT8 ranges are only as good as the inputs they were measured on, so calibration reads what
-the robot really sees: its own recorded episodes (`vla-runtime --record DIR`: MCAP files, read
-by `calibration.recordings`, or the earlier episode_*/frames.npy folders), a LeRobot
-dataset on local disk (see `calibration.lerobot`), or a folder of images with the
+INT8 calibration and training both need what the robot really sees: its own recorded episodes
+(`vla-runtime --record DIR`: MCAP files, read by `runtime.episodes.recordings`, or the earlier
+episode_*/frames.npy folders), a LeRobot dataset on local disk (see
+`runtime.episodes.lerobot`), or a folder of images with the
 instructions they go with. Every source looks the same to the sampler: a list of episode
 lengths plus random access to one frame, so a sample plan can spread across episodes without
 loading whole datasets into memory.
@@ -16,7 +16,13 @@ import logging
 from pathlib import Path
 
 import numpy as np
-from vla_runtime.calibration.frames import CalibDataError, CalibFrame, CalibSource, as_rgb_uint8, decode_image_bytes
+from vla_runtime.runtime.episodes.frames import (
+    CalibDataError,
+    CalibFrame,
+    CalibSource,
+    as_rgb_uint8,
+    decode_image_bytes,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -164,7 +170,7 @@ def open_source(path: str | Path, instructions: str | Path | list[str] | None = 
     """Pick the reader from what the folder holds; refuse anything ambiguous with the fix."""
     root = Path(path)
     if root.is_file() and root.suffix == ".mcap":
-        from vla_runtime.calibration.recordings import RecordedMcap
+        from vla_runtime.runtime.episodes.recordings import RecordedMcap
 
         return RecordedMcap(root, camera=camera)
     if not root.is_dir():
@@ -172,13 +178,13 @@ def open_source(path: str | Path, instructions: str | Path | list[str] | None = 
             f"{root}: not a folder; --calib takes recordings (.mcap), a LeRobot dataset or an image folder"
         )
     if (root / "meta" / "info.json").is_file():
-        from vla_runtime.calibration.lerobot import LeRobotDataset
+        from vla_runtime.runtime.episodes.lerobot import LeRobotDataset
 
         return LeRobotDataset(root, camera=camera)
     if any(root.glob("episode_*/frames.npy")):
         return RecordedEpisodes(root)
     if any(root.glob("*.mcap")):
-        from vla_runtime.calibration.recordings import RecordedMcap
+        from vla_runtime.runtime.episodes.recordings import RecordedMcap
 
         return RecordedMcap(root, camera=camera)
     if any(p.suffix.lower() in IMAGE_SUFFIXES for p in root.rglob("*")):

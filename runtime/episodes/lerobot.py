@@ -22,8 +22,14 @@ import logging
 from pathlib import Path
 
 import numpy as np
-from vla_runtime.calibration.frames import CalibDataError, CalibFrame, CalibSource, as_rgb_uint8, decode_image_bytes
 from vla_runtime.common.cli import missing_dependency
+from vla_runtime.runtime.episodes.frames import (
+    CalibDataError,
+    CalibFrame,
+    CalibSource,
+    as_rgb_uint8,
+    decode_image_bytes,
+)
 
 logger = logging.getLogger(__name__)
 
