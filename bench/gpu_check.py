@@ -135,10 +135,10 @@ def check_head(head: str, args, work: Path, calib: Path, images: list[np.ndarray
     """Build, quantize, build engines and measure every path for one head; returns failed paths."""
     from bench_loop import overhead, print_overhead
     from vla_runtime.calibration.pipeline import QuantizeOptions, quantize_bundle
-    from vla_runtime.calibration.readers import open_source
     from vla_runtime.export.build import build_bundle
     from vla_runtime.export.cmd_engine import build_engine_bundle, plan
     from vla_runtime.runtime.backends.onnxrt import OrtBackend
+    from vla_runtime.runtime.episodes.readers import open_source
 
     rows: list[dict] = []
     fp32 = attempt(rows, "build fp32 bundle", lambda: build_bundle(
