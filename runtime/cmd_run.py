@@ -221,8 +221,6 @@ def _check_mapping(kind: str, desc: RobotDescription) -> None:
 
 def open_recorder(args, desc: RobotDescription, robot, policy, rate: float, kind: str, action, views=("front",)):
     """The flight recorder for --record, opened (file, channels, attachments) before tick 0."""
-    import hashlib
-
     from vla_runtime.runtime.recorder import FlightRecorder, RecorderConfig
     from vla_runtime.runtime.recording_format import RunInfo
 
@@ -230,9 +228,8 @@ def open_recorder(args, desc: RobotDescription, robot, policy, rate: float, kind
     bundle = getattr(policy, "bundle", None)
     bundle_id = bundle_name = "scripted"
     if bundle is not None:
-        manifest_bytes = bundle.path("manifest.json").read_bytes()
-        attachments["manifest.json"] = ("application/json", manifest_bytes)
-        bundle_id, bundle_name = "sha256:" + hashlib.sha256(manifest_bytes).hexdigest(), str(bundle.root)
+        attachments["manifest.json"] = ("application/json", bundle.path("manifest.json").read_bytes())
+        bundle_id, bundle_name = f"seal:{bundle.seal}", str(bundle.root)  # the seal names the exact files
     robot_file = _robot_file(args.robot)
     if robot_file is not None:
         attachments[f"robot/{robot_file[0]}"] = ("application/toml", robot_file[1])

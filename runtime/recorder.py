@@ -22,9 +22,9 @@ import json
 import logging
 import os
 import platform
-import queue
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -34,6 +34,8 @@ import numpy as np
 from vla_runtime.runtime import recording_format as fmt
 
 logger = logging.getLogger(__name__)
+
+POLL_S = 0.005  # seconds the writer sleeps when the queue is empty (200 cheap wake-ups a second)
 
 
 @dataclass(frozen=True)
@@ -132,7 +134,9 @@ class FlightRecorder:
         fmt.require_record_deps()
         self.root, self.run, self.config = root, run, config or RecorderConfig()
         self.attachments = dict(attachments or {})  # name -> (media type, bytes)
-        self._queue: queue.Queue = queue.Queue(maxsize=self.config.queue_ticks)
+        # A deque, not queue.Queue: append and popleft are atomic under the GIL, so the tick never
+        # waits on a lock that a descheduled writer thread happens to hold; the writer polls instead.
+        self._queue: deque = deque()
         self._watermark = max(1, int(self.config.queue_ticks * self.config.image_watermark))
         self.summary: RecordingSummary | None = None
         self._thread: threading.Thread | None = None
@@ -148,14 +152,14 @@ class FlightRecorder:
         """Queue one tick without blocking; False when it had to be dropped."""
         if self._t0 is None:
             self._t0, self._wall0_ns = tick.t, time.time_ns()
-        stripped = bool(tick.images) and self._queue.qsize() >= self._watermark
-        if stripped:
-            tick = tick._replace(images={})
-        try:
-            self._queue.put_nowait(tick)
-        except queue.Full:
+        queued = len(self._queue)
+        if queued >= self.config.queue_ticks:
             self.summary.dropped_ticks += 1
             return False
+        stripped = bool(tick.images) and queued >= self._watermark
+        if stripped:
+            tick = tick._replace(images={})
+        self._queue.append(tick)
         self.summary.dropped_images += stripped
         return True
 
@@ -175,8 +179,8 @@ class FlightRecorder:
         """Write what is queued, the closing event and the summary section; returns the totals."""
         assert self.summary is not None, "open() first"
         if self._thread is not None:
-            self._queue.put(("event", stop_reason))
-            self._queue.put(None)
+            self._queue.append(("event", stop_reason))
+            self._queue.append(None)
             self._thread.join()
             self._thread = None
             try:
@@ -191,9 +195,10 @@ class FlightRecorder:
         flush_s, last_flush = self.config.flush_s, time.monotonic()
         while True:
             try:
-                item = self._queue.get(timeout=max(0.0, last_flush + flush_s - time.monotonic()))
-            except queue.Empty:
-                item = ()  # nothing came: still flush on time
+                item = self._queue.popleft()
+            except IndexError:  # nothing queued: wait a little, and still flush on time
+                item = ()
+                time.sleep(min(POLL_S, max(0.0, last_flush + flush_s - time.monotonic())))
             if item is None:
                 return
             if isinstance(item, TickRecord):
