@@ -29,6 +29,7 @@ from vla_runtime.runtime.manifest import (
     Preprocess,
     Prompt,
     SafetyDefaults,
+    StateSpace,
     Target,
     TensorSpec,
 )
@@ -140,4 +141,5 @@ def build_manifest(source: Source, graphs: list[GraphInfo], bundle_dir: Path, se
         files=hash_tree(bundle_dir),
         parity=parity,
         versions=tool_versions(),
+        state=StateSpace(),  # the reference graphs read no robot state; a state-reading head lists it here
     )

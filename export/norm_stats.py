@@ -14,13 +14,11 @@ from pathlib import Path
 
 import numpy as np
 from vla_runtime.runtime.conventions import NORMALIZATION_FIELDS, NORMALIZATIONS
+from vla_runtime.runtime.joint_contract import EE_DELTA_NAMES, EE_DELTA_UNITS
 
 logger = logging.getLogger(__name__)
 
 NORM_STATS_FILE = "norm_stats.json"
-
-EE_DELTA_NAMES = ("dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper")
-EE_DELTA_UNITS = ("m", "m", "m", "rad", "rad", "rad", "open")
 
 
 @dataclass(frozen=True)

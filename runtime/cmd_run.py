@@ -31,6 +31,9 @@ def register(sub) -> None:
     p.add_argument("--policy", choices=("bundle", "scripted"), default="bundle",
                    help="'scripted': a model-free reach-and-grasp reference policy (sim only)")
     add_robot_args(p)
+    p.add_argument("--joint-map", metavar="MAP",
+                   help="which robot joint each bundle joint drives: BUNDLE=ROBOT,... or by-name "
+                        "(default: the robot file's [action] joint_map, else names and order must match)")
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"ticks to run (default {DEFAULT_STEPS})")
     add_timing_args(p)
     p.add_argument("--replan-every", type=int, metavar="K", help="ticks between inferences (default: bundle's)")
@@ -112,10 +115,12 @@ def open_policy(args):
     return policy, m, label
 
 
-def build_robot(desc: RobotDescription, seed: int | None = None, views: tuple[str, ...] | None = None):
+def build_robot(desc: RobotDescription, seed: int | None = None, views: tuple[str, ...] | None = None,
+                kinematics=None):
     """(robot, cameras {view: Camera}, world) from a description; world is the simulator or None.
 
     Only the cameras named in `views` are opened (default: all); the others stay closed.
+    `kinematics` is a real arm's model (`kinematics_files.arm_kinematics`); the sim has its own.
     """
     specs = desc.cameras_for(views) if views is not None else tuple(desc.cameras.values())
     world = robot = None
@@ -142,7 +147,7 @@ def build_robot(desc: RobotDescription, seed: int | None = None, views: tuple[st
 
             arm = _make_device("arm", desc.arm.driver, desc.arm, desc.source)
             gripper = _make_device("gripper", desc.gripper.driver, desc.gripper, desc.source) if desc.gripper else None
-            robot = DriverRobot(desc.name, arm, gripper)
+            robot = DriverRobot(desc.name, arm, gripper, kinematics)
     except BaseException:
         for camera in cameras.values():
             camera.close()
@@ -286,6 +291,29 @@ def _apply_realtime(args) -> None:
         raise UserError(str(exc)) from None
 
 
+def _arm_kinematics(desc: RobotDescription):
+    from vla_runtime.runtime.kinematics_files import KinematicModelError, arm_kinematics
+
+    try:
+        return arm_kinematics(desc)
+    except KinematicModelError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _check_contract(policy, manifest, desc: RobotDescription, kinematics, cli_map: str | None):
+    """The bundle's joint names, order and units against the robot's; nothing has opened yet."""
+    from vla_runtime.runtime.joint_contract import ContractError, RobotLayout, contract_policy, parse_joint_map
+
+    joints = tuple(j.name for j in desc.arm.joints)
+    layout = RobotLayout.of(joints, kinematics.chain.kinds if kinematics is not None else None)
+    try:
+        joint_map = parse_joint_map(cli_map, "--joint-map") if cli_map is not None else desc.joint_map
+        return contract_policy(policy, manifest, layout, joint_map)
+    except ContractError as exc:
+        policy.close()
+        raise UserError(f"{desc.source}: {exc}; nothing was opened on the robot") from None
+
+
 def run_episode(args, desc: RobotDescription) -> int:
     from vla_runtime.runtime.loop import ControlLoop, EpisodeResult, LoopConfig
     from vla_runtime.runtime.profiler import Profiler
@@ -298,12 +326,14 @@ def run_episode(args, desc: RobotDescription) -> int:
     if args.record:  # the recorder's packages, before any driver opens a port
         _require_record_deps()
     policy = None
+    kinematics = _arm_kinematics(desc)  # the model file is read before any driver opens a port
     if args.policy == "bundle":  # verify the bundle before anything can move
         policy, manifest, label = open_policy(args)
         action, control, defaults = manifest.action, manifest.control, manifest.safety
         kind, dim, horizon = action.kind, action.dim, action.horizon
         rate, replan = control.rate_hz, control.replan_every
         _check_mapping(kind, desc)  # before any driver opens a port
+        policy = _check_contract(policy, manifest, desc, kinematics, getattr(args, "joint_map", None))
         views = manifest.preprocess.camera_views
     else:
         views = (next(iter(desc.cameras)),)  # the scripted policy reads no pixels; the recorder does
@@ -311,7 +341,7 @@ def run_episode(args, desc: RobotDescription) -> int:
         view = desc.cameras_for(views)[0]  # a missing view is refused before any driver opens
     except RobotDescriptionError as exc:
         raise UserError(str(exc)) from None
-    robot, cameras, world = build_robot(desc, args.seed, views)
+    robot, cameras, world = build_robot(desc, args.seed, views, kinematics)
     camera = cameras[view.name]
     try:
         if args.policy == "scripted":

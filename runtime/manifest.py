@@ -186,7 +186,9 @@ class Normalization:
 class ActionSpace:
     dim: int  # D: numbers per action step
     horizon: int  # H: steps per predicted chunk (tokens head: 1)
-    names: tuple[str, ...]  # D names, e.g. ("dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper")
+    # D names, e.g. ("dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper"); joint-position
+    # bundles name the joints in their order (then "gripper"): the robot must match (joint_contract)
+    names: tuple[str, ...]
     units: tuple[str, ...]  # D units, e.g. ("m", "m", "m", "rad", "rad", "rad", "open")
     kind: str  # "ee_delta" (end-effector deltas + gripper) or "joint_position"
     normalization: Normalization
@@ -224,6 +226,18 @@ class ActionSpace:
                 _text(f"action.{key}", text, 64)
         if self.action_token_order not in TOKEN_ORDERS:
             raise ManifestError(f"action.action_token_order: {self.action_token_order!r} is not one of {TOKEN_ORDERS}")
+
+
+@dataclass(frozen=True)
+class StateSpace:
+    """The robot state the graphs read, in order; empty when they read none (checked like the actions)."""
+
+    names: tuple[str, ...] = ()  # joint names in the bundle's order, then "gripper" if read
+    units: tuple[str, ...] = ()  # "rad" / "m" per joint, "open" for the gripper
+
+    def __post_init__(self):
+        if len(self.names) != len(self.units):
+            raise ManifestError("state.names and state.units need one entry per state dimension")
 
 
 @dataclass(frozen=True)
@@ -317,6 +331,7 @@ class Manifest:
     parity: dict = field(default_factory=dict)  # export-time parity report (per graph + action level)
     gate: dict | None = None  # INT8 accuracy-gate report; gate["passed"] is the verdict
     versions: dict = field(default_factory=dict)  # tool versions the bundle was built with
+    state: StateSpace = field(default_factory=StateSpace)  # robot state the graphs read (none today)
 
     def __post_init__(self):
         if self.schema_version != SCHEMA_VERSION:
@@ -400,6 +415,7 @@ _NESTED = {
     "preprocess": Preprocess,
     "prompt": Prompt,
     "action": ActionSpace,
+    "state": StateSpace,
     "normalization": Normalization,
     "decode": DecodeSettings,
     "control": Control,

@@ -7,12 +7,15 @@ packaged `runtime/robots/` and `drivers/robots/` folders; anything else is a pat
 Format::
 
     [robot]          name, kind
-    [arm]            driver = "sim" | "dynamixel" | "feetech" | "ur-rtde" | ..., plus that driver's keys
+    [arm]            driver = "sim" | "dynamixel" | "feetech" | "ur-rtde" | ..., plus that driver's keys;
+                     kinematics = "so101.urdf" (the arm's model, next to this file or packaged), ee_link
     [[arm.joints]]   name, id, offset (rad), direction (+1/-1), min, max (rad), max_velocity (rad/s)
     [gripper]        driver = "sim" | "robotiq" | "dynamixel" | ..., plus that driver's keys   (optional)
     [cameras.NAME]   kind = "sim" | "v4l2" | "video", max_age (s), plus that kind's keys; one table per view
-    [action]         mapping = "ee_delta" (through IK) | "joint_position"
-    [safety]         overrides of the bundle's safety defaults (runtime.safety.SafetyLimits), and
+    [action]         mapping = "ee_delta" (through IK) | "joint_position";
+                     joint_map = "by-name" | "bundle_joint=robot_joint,..." (explicit reorder/rename)
+    [safety]         overrides of the bundle's safety defaults (runtime.safety.SafetyLimits; the
+                     Cartesian ones, box and steps, need a kinematic model), and
                      on_stop / hold_s / park / park_timeout_s / max_failed_ticks (runtime.robot.StopConfig)
     [sim]            seed, block_jitter (m)   (driver = "sim" only; runtime.sim.world.SimConfig)
 
@@ -51,6 +54,8 @@ logger = logging.getLogger(__name__)
 
 BUILTIN_FOLDERS = (("vla_runtime.runtime", "robots"), ("vla_runtime.drivers", "robots"))
 MAPPINGS = ("ee_delta", "joint_position")
+# [safety] keys that limit the end-effector pose: meaningless without forward kinematics
+CARTESIAN_SAFETY_KEYS = ("max_translation_step", "max_rotation_step", "workspace_min", "workspace_max")
 NOT_A_KEY = {"table": False}  # dataclass field metadata: filled by the parser, not written in the file
 
 
@@ -67,6 +72,9 @@ class RobotSection:
 @dataclass(frozen=True)
 class ActionSection:
     mapping: str = "ee_delta"  # "ee_delta" (end-effector deltas through IK) or "joint_position"
+    # which robot joint each bundle joint drives: "by-name" or "bundle_joint=robot_joint,..." (as --joint-map);
+    # unset: the bundle's joint names, order and units must be the robot's
+    joint_map: str | None = None
 
 
 @dataclass(frozen=True)
@@ -98,6 +106,10 @@ class DeviceSpec:
 @dataclass(frozen=True)
 class ArmSpec(DeviceSpec):
     joints: tuple[JointSpec, ...] = field(default=(), metadata=NOT_A_KEY)  # in command order
+    # the arm's kinematic model (URDF, or MJCF through MuJoCo): a path next to this file or a packaged
+    # model; once loaded, the resolved path. Needed for ee_delta actions and Cartesian [safety] limits
+    kinematics: str | None = None
+    ee_link: str | None = None  # end-effector link (URDF) or site/body (MJCF) in that model
 
 
 @dataclass(frozen=True)
@@ -125,6 +137,7 @@ class RobotDescription:
     safety: MappingProxyType  # overrides of the bundle's SafetyDefaults, type-checked
     sim: MappingProxyType  # simulator settings (seed, block_jitter), type-checked
     source: str  # where it was loaded from, for messages
+    joint_map: tuple[tuple[str, str], ...] | None = None  # bundle joint -> robot joint; () = by name; None = as is
 
     def __post_init__(self):
         if self.mapping not in MAPPINGS:
@@ -136,6 +149,17 @@ class RobotDescription:
             raise RobotDescriptionError(f"{self.source}: [[arm.joints]] names must be unique, got {names}")
         if not self.cameras:
             raise RobotDescriptionError(f"{self.source}: needs at least one [cameras.NAME] table, e.g. [cameras.front]")
+        cartesian = [k for k in CARTESIAN_SAFETY_KEYS if k in self.safety]
+        if cartesian and not self.has_kinematics:
+            raise RobotDescriptionError(
+                f"{self.source}: [safety] {cartesian[0]} limits the end-effector pose, which needs the arm's "
+                "kinematic model; add [arm] kinematics = \"<model>.urdf\" and ee_link, or remove the key"
+            )
+
+    @property
+    def has_kinematics(self) -> bool:
+        """End-effector poses can be computed: a model file, or the simulated arm (which carries its own)."""
+        return self.arm.kinematics is not None or self.arm.driver == SIM
 
     @property
     def joint_min(self) -> tuple[float, ...]:
@@ -178,12 +202,14 @@ def load_robot_description(name_or_path: str, overrides: Sequence[str] = ()) -> 
     if path.suffix == ".toml" or path.exists():
         if not path.is_file():
             raise RobotDescriptionError(f"{path}: robot description not found; check the path")
-        return parse_robot_description(path.read_text(), str(path), overrides)
+        return parse_robot_description(path.read_text(), str(path), overrides, path.resolve().parent)
     for package, folder in BUILTIN_FOLDERS:
         try:
             res = resources.files(package).joinpath(folder, f"{name_or_path}.toml")
             if res.is_file():
-                return parse_robot_description(res.read_text(), f"built-in robot {name_or_path!r}", overrides)
+                return parse_robot_description(
+                    res.read_text(), f"built-in robot {name_or_path!r}", overrides, Path(str(res)).parent
+                )
         except (ModuleNotFoundError, FileNotFoundError, NotADirectoryError):
             continue
     raise RobotDescriptionError(
@@ -192,9 +218,12 @@ def load_robot_description(name_or_path: str, overrides: Sequence[str] = ()) -> 
 
 
 def parse_robot_description(
-    text: str, source: str = "<robot description>", overrides: Sequence[str] = ()
+    text: str, source: str = "<robot description>", overrides: Sequence[str] = (), base_dir: Path | None = None
 ) -> RobotDescription:
-    """Parse, apply `--set` overrides, then check every table strictly; errors are one line naming `source`."""
+    """Parse, apply `--set` overrides, then check every table strictly; errors are one line naming `source`.
+
+    `base_dir` is where a relative kinematic model name is looked up first.
+    """
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -204,7 +233,7 @@ def parse_robot_description(
         if overrides:
             doc = apply_overrides(doc, overrides)
             source = f"{source} (with --set)"
-        return _build(doc, source, original)
+        return _build(doc, source, original, base_dir)
     except (RobotDescriptionError, TableError, OverrideError, DriverLookupError) as exc:
         msg = str(exc)
         raise RobotDescriptionError(msg if msg.startswith(source) else f"{source}: {msg}") from None
@@ -216,7 +245,7 @@ def parse_robot_description(
 SECTIONS = ("robot", "arm", "gripper", "cameras", "action", "safety", "sim")
 
 
-def _build(doc: dict, source: str, original: dict) -> RobotDescription:
+def _build(doc: dict, source: str, original: dict, base_dir: Path | None = None) -> RobotDescription:
     unknown = [k for k in doc if k not in SECTIONS]
     if unknown:
         hint = suggest(unknown[0], SECTIONS)
@@ -225,7 +254,7 @@ def _build(doc: dict, source: str, original: dict) -> RobotDescription:
         raise RobotDescriptionError(f"unknown section [{unknown[0]}]{hint} (sections: {', '.join(SECTIONS)})")
     robot = check_table(_table(doc, "robot"), declared_keys(RobotSection), "[robot]")
     robot = RobotSection(**robot)
-    arm = _arm(_table(doc, "arm"), original.get("arm"))
+    arm = _arm(_table(doc, "arm"), original.get("arm"), base_dir)
     gripper = None
     if "gripper" in doc:
         gripper = _device(DeviceSpec, "gripper", _table(doc, "gripper"), original.get("gripper"), "[gripper]")
@@ -255,6 +284,7 @@ def _build(doc: dict, source: str, original: dict) -> RobotDescription:
         safety=MappingProxyType(safety),
         sim=MappingProxyType(sim),
         source=source,
+        joint_map=_joint_map(action.joint_map),
     )
 
 
@@ -269,7 +299,7 @@ def _table(doc: dict, key: str, required: bool = True) -> dict | None:
     return value
 
 
-def _arm(table: dict, original: dict | None) -> ArmSpec:
+def _arm(table: dict, original: dict | None, base_dir: Path | None = None) -> ArmSpec:
     table = dict(table)
     joints_doc = table.pop("joints", [])
     if not isinstance(joints_doc, list) or not all(isinstance(j, dict) for j in joints_doc):
@@ -281,7 +311,32 @@ def _arm(table: dict, original: dict | None) -> ArmSpec:
         values = check_table(j, joint_keys, f"[[arm.joints]] #{i + 1}{label}")
         joints.append(JointSpec(**{"id": i + 1, **values}))
     spec = _device(ArmSpec, "arm", table, original, "[arm]")
-    return ArmSpec(**{**_fields_of(spec), "joints": tuple(joints)})
+    return ArmSpec(**{**_fields_of(spec), "joints": tuple(joints), "kinematics": _kinematic_model(spec, base_dir)})
+
+
+def _joint_map(text: str | None) -> tuple[tuple[str, str], ...] | None:
+    from vla_runtime.runtime.joint_contract import ContractError, parse_joint_map
+
+    try:
+        return parse_joint_map(text, "[action] joint_map")
+    except ContractError as exc:
+        raise RobotDescriptionError(str(exc)) from None
+
+
+def _kinematic_model(spec: ArmSpec, base_dir: Path | None) -> str | None:
+    """[arm] kinematics resolved to a file (next to the robot file, else packaged); needs ee_link."""
+    from vla_runtime.runtime.kinematics_files import KinematicModelError, resolve_model
+
+    if spec.kinematics is None:
+        if spec.ee_link is not None:
+            raise RobotDescriptionError("[arm] ee_link needs [arm] kinematics (the model file it is a link of)")
+        return None
+    if spec.ee_link is None:
+        raise RobotDescriptionError(f"[arm] kinematics = {spec.kinematics!r} needs ee_link (its end-effector link)")
+    try:
+        return str(resolve_model(spec.kinematics, base_dir))
+    except KinematicModelError as exc:
+        raise RobotDescriptionError(f"[arm] {exc}") from None
 
 
 def _device(cls: type, role: str, table: dict, original: dict | None, where: str, **filled: Any):

@@ -4,7 +4,10 @@ A learned policy can emit NaN, a jump, or a target outside the table. Every acti
 passes here before anything moves, in a fixed order: finiteness first (NaN must never reach a
 `min`/`max`, where it silently survives), then the per-step translation/rotation caps, the
 workspace box and the gripper range in action space, then inverse kinematics, then joint
-position and velocity limits. The velocity window is taken around the *measured* position,
+position and velocity limits, then, wherever the arm has a kinematic model (the sim and real
+arms alike, for joint-position actions too), the workspace box and the Cartesian step limits
+once more on the pose the joint targets actually reach. A target inverse kinematics cannot
+reach is rejected (held), never approximated. The velocity window is taken around the *measured* position,
 which keeps the filter pure (no memory of past commands) and also bounds how far a command may
 lead a lagging servo. Every change is named in the returned `SafetyReport`; a rejected action
 becomes "hold where you are".
@@ -36,7 +39,8 @@ LIMITS = (
     "joint_position",
     "joint_velocity",
 )
-WORKSPACE_MARGIN = 0.005  # metres an IK solution may land outside the box (solver residual)
+WORKSPACE_MARGIN = 0.005  # metres an IK solution may land outside the box or step (solver residual)
+ROTATION_MARGIN = 0.02  # radians an IK solution may exceed the rotation step by (solver residual)
 
 
 class SafetyConfigError(ValueError):
@@ -155,7 +159,8 @@ class ActionSafety(SafetyFilter):
     def __init__(self, limits: SafetyLimits, kind: str, dim: int, kinematics: Kinematics | None, num_joints: int):
         if kind == "ee_delta" and (dim != 7 or kinematics is None):
             raise SafetyConfigError(
-                "ee_delta actions need 7 values and a kinematic model; use [action] mapping = 'joint_position'"
+                "ee_delta actions need 7 values and a kinematic model; name the arm's model in [arm] kinematics "
+                "(and ee_link), or use [action] mapping = 'joint_position'"
             )
         if kind == "joint_position" and dim not in (num_joints, num_joints + 1):
             raise SafetyConfigError(f"joint_position actions have {dim} values but the robot has {num_joints} joints")
@@ -196,11 +201,12 @@ class ActionSafety(SafetyFilter):
         if q is None or not np.all(np.isfinite(q)):
             return self._hold(current, "ik_failed")
         q = self._limit_joints(current, q, dt, hits)
-        if self.kinematics is not None and not self._stays_in_box(current, q):
-            q = self._back_into_box(current, q)
+        breach = self._pose_breach(current, q) if self.kinematics is not None else None
+        if breach is not None:
+            q = self._shorten(current, q)
             if q is None:  # pressed against the boundary: a zero step, which is a clamp, not a rejection
-                return self.hold(current), SafetyReport((*hits, "workspace"), held=False)
-            hits.append("workspace")
+                return self.hold(current), SafetyReport((*hits, breach), held=False)
+            hits.append(breach)
         if self.kind == "joint_position":
             a[: self.num_joints] = q
         return SafeCommand(a, q, gripper), SafetyReport(tuple(hits), held=False)
@@ -256,24 +262,35 @@ class ActionSafety(SafetyFilter):
             logger.debug("ik failed: %s", exc)
             return None
 
-    def _stays_in_box(self, current: RobotState, q: np.ndarray) -> bool:
-        """Final check on what will be sent: its end-effector position is in the box (within the IK
-        margin), or at least no farther out than now, so a robot started outside can still come in."""
-        pos, _ = self.kinematics.forward(q)
+    def _pose_breach(self, current: RobotState, q: np.ndarray) -> str | None:
+        """Final check on what will be sent, by forward kinematics: the limit its pose breaks, or None.
+
+        The box allows the IK margin, or a pose no farther out than now, so a robot started
+        outside can still come in; the steps are measured from the measured pose.
+        """
+        pos, rpy = self.kinematics.forward(q)
         outside = self._box_distance(pos)
-        return outside <= WORKSPACE_MARGIN or outside <= self._box_distance(current.ee_position)
+        if outside > WORKSPACE_MARGIN and outside > self._box_distance(current.ee_position):
+            return "workspace"
+        if float(np.linalg.norm(pos - current.ee_position)) > self.limits.max_translation_step + WORKSPACE_MARGIN:
+            return "translation_step"
+        turn = rpy_to_matrix(rpy) @ rpy_to_matrix(current.ee_orientation).T
+        if float(np.linalg.norm(rotation_vector(turn))) > self.limits.max_rotation_step + ROTATION_MARGIN:
+            return "rotation_step"
+        return None
 
-    def _back_into_box(self, current: RobotState, q: np.ndarray) -> np.ndarray | None:
-        """Shorten the joint step (halving, a few times) until the pose it reaches is in the box.
+    def _shorten(self, current: RobotState, q: np.ndarray) -> np.ndarray | None:
+        """Shorten the joint step (halving, a few times) until the pose it reaches breaks no limit.
 
-        Joint limits can make inverse kinematics land outside a box whose target was inside; a
-        shorter step from the measured position (which is inside) usually is not, so the arm keeps
-        moving along the boundary instead of freezing there.
+        Joint limits can make inverse kinematics land outside a box whose target was inside, and
+        a joint-position action can sweep the tool farther than a step allows; a shorter step
+        from the measured position (which is inside) usually does not, so the arm keeps moving
+        along the boundary instead of freezing there.
         """
         measured = np.asarray(current.joint_positions, dtype=np.float64)
         for fraction in (0.5, 0.25, 0.125):
             shorter = measured + fraction * (q - measured)
-            if self._stays_in_box(current, shorter):
+            if self._pose_breach(current, shorter) is None:
                 return shorter
         return None
 

@@ -14,12 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from vla_runtime.runtime.joint_contract import EE_DELTA_NAMES
 from vla_runtime.runtime.types import ActionChunk, Frame, Policy, RobotState
 
 logger = logging.getLogger(__name__)
-
-EE_DELTA_NAMES = ("dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper")
-
 
 @dataclass(frozen=True)
 class GraspScript:

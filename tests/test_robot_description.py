@@ -40,7 +40,7 @@ height = 480
 mapping = "joint_position"
 
 [safety]
-max_translation_step = 0.01
+gripper_max = 0.9
 """
 
 
@@ -64,7 +64,7 @@ def test_a_file_by_path_keeps_driver_keys(tmp_path):
     assert desc.gripper.options["port"] == "/dev/ttyUSB1"
     camera = desc.cameras["front"]
     assert camera.options["device"] == "/dev/video0" and camera.options["width"] == 640 and camera.max_age == 0.5
-    assert desc.mapping == "joint_position" and desc.safety["max_translation_step"] == 0.01
+    assert desc.mapping == "joint_position" and desc.safety["gripper_max"] == 0.9
 
 
 @pytest.mark.parametrize(

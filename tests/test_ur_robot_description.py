@@ -30,7 +30,7 @@ def _with(spec, **options):
 def test_description_drives_both_simulators_through_driver_robot():
     desc = load_robot_description("ur5e_robotiq")
     assert desc.arm.driver == "ur-rtde" and desc.gripper.driver == "robotiq"
-    assert tuple(j.name for j in desc.arm.joints) == UR_JOINTS and desc.mapping == "joint_position"
+    assert tuple(j.name for j in desc.arm.joints) == UR_JOINTS and desc.mapping == "ee_delta"
     with URSim(port=0, script_port=0) as ur, RobotiqSim(model=GripperModel(activation_s=0.05)) as hand:
         arm = make_arm(_with(desc.arm, host="127.0.0.1", port=ur.port, script_port=ur.script_port))
         gripper = make_gripper(_with(desc.gripper, port=hand.port))

@@ -13,8 +13,9 @@ from importlib import resources
 
 import mujoco
 import numpy as np
+from vla_runtime.runtime.kinematics import ChainKinematics
+from vla_runtime.runtime.kinematics_mjcf import chain_from_mujoco
 from vla_runtime.runtime.robot import rpy_to_matrix
-from vla_runtime.runtime.sim.ik import MujocoKinematics
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +46,8 @@ class SimWorld:
         xml = resources.files("vla_runtime.runtime.sim").joinpath(config.model_file).read_text()
         self.model = mujoco.MjModel.from_xml_string(xml)
         self.data = mujoco.MjData(self.model)
-        self.kinematics = MujocoKinematics(self.model, ARM_JOINTS)
+        # the same solver as a real arm's, on the chain MuJoCo compiled from the scene
+        self.kinematics = ChainKinematics(chain_from_mujoco(self.model, ARM_JOINTS, site="tool"))
         self.arm_qpos = np.array([int(self.model.joint(n).qposadr[0]) for n in ARM_JOINTS])
         self.finger_qpos = np.array([int(self.model.joint(n).qposadr[0]) for n in FINGER_JOINTS])
         self.arm_act = np.array([self.model.actuator(n).id for n in ARM_JOINTS])
