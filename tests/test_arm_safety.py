@@ -128,4 +128,5 @@ def test_a_model_whose_joints_differ_is_refused_in_one_line(tmp_path):
     with pytest.raises(KinematicModelError, match="joint 1 from the base to 'gripper_tip' is 'shoulder_pan'"):
         arm_kinematics(load_robot_description(str(path)))
     with pytest.raises(RobotDescriptionError, match="needs ee_link"):
-        parse_robot_description(MINIMAL.replace('port = "/dev/null"', 'kinematics = "so101.urdf"'), "x.toml")
+        parse_robot_description(MINIMAL.replace('port = "/dev/null"', 'port = "/dev/null"\nkinematics = "so101.urdf"'),
+                                "x.toml")
