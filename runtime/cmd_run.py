@@ -398,6 +398,8 @@ def run_episode(args, desc: RobotDescription) -> int:
     mode = "async" if args.asynchronous else "sync"
     print(f"policy: {label}")
     print(f"robot: {desc.name} ({desc.mapping}) | {rate:g} Hz, replan every {replan} of {horizon}, {mode}")
+    if robot.kinematics is not None:
+        print(f"limits: {limits.cartesian_summary()}")
     print(sched.profiler.table())
     print(result.safety.summary())
     print(

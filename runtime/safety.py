@@ -78,6 +78,13 @@ class SafetyLimits:
         if self.max_consecutive_rejects < 1:
             raise SafetyConfigError("safety: max_consecutive_rejects must be >= 1")
 
+    def cartesian_summary(self) -> str:
+        """One line: the end-effector limits in force (shown when the arm has kinematics)."""
+        box = ", ".join(f"{axis} {lo:.2f}..{hi:.2f}" for axis, lo, hi in zip("xyz", self.workspace_min,
+                                                                                self.workspace_max, strict=True))
+        return (f"end effector in {box} m, at most {self.max_translation_step:g} m and "
+                f"{self.max_rotation_step:g} rad per tick")
+
     @classmethod
     def from_sources(
         cls,
