@@ -22,6 +22,7 @@ import numpy as np
 import vla_runtime.runtime.sim  # noqa: F401 - MuJoCo's offscreen GL platform before MuJoCo loads
 from vla_runtime.runtime.kinematics_files import arm_kinematics
 from vla_runtime.runtime.manifest import SafetyDefaults
+from vla_runtime.runtime.robot import STOP_KEYS
 from vla_runtime.runtime.robot_description import load_robot_description
 from vla_runtime.runtime.safety import ActionSafety, SafetyLimits
 from vla_runtime.runtime.types import RobotState
@@ -41,7 +42,8 @@ def setup(robot: str):
     else:
         kin = arm_kinematics(desc)
         q0 = np.array(STARTS.get(robot, np.zeros(len(desc.arm.joints))), dtype=np.float64)
-    limits = SafetyLimits.from_sources(SafetyDefaults(), desc.safety, desc.joint_min, desc.joint_max,
+    limits_only = {k: v for k, v in desc.safety.items() if k not in STOP_KEYS}  # not the on_stop settings
+    limits = SafetyLimits.from_sources(SafetyDefaults(), limits_only, desc.joint_min, desc.joint_max,
                                        desc.joint_max_velocity)
     return desc, kin, q0, ActionSafety(limits, "ee_delta", 7, kin, len(desc.arm.joints))
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from vla_runtime.runtime.kinematics_files import arm_kinematics
 from vla_runtime.runtime.manifest import SafetyDefaults
+from vla_runtime.runtime.robot import STOP_KEYS
 from vla_runtime.runtime.robot_description import RobotDescriptionError, load_robot_description, parse_robot_description
 from vla_runtime.runtime.safety import ActionSafety, SafetyLimits
 from vla_runtime.runtime.types import RobotState
@@ -17,7 +18,8 @@ UR_HOME = (0.0, -1.57, 1.57, -1.57, -1.57, 0.0)  # rad, the RTDE simulator's sta
 def arm(robot, kind="ee_delta"):
     desc = load_robot_description(robot)
     kin = arm_kinematics(desc)
-    limits = SafetyLimits.from_sources(SafetyDefaults(), desc.safety, desc.joint_min, desc.joint_max,
+    limits_only = {k: v for k, v in desc.safety.items() if k not in STOP_KEYS}  # not the on_stop settings
+    limits = SafetyLimits.from_sources(SafetyDefaults(), limits_only, desc.joint_min, desc.joint_max,
                                        desc.joint_max_velocity)
     dim = 7 if kind == "ee_delta" else len(desc.arm.joints) + 1
     return desc, kin, limits, ActionSafety(limits, kind, dim, kin, len(desc.arm.joints))

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import vla_runtime.runtime.sim  # noqa: F401 - MuJoCo's offscreen GL platform, before any test imports MuJoCo
+from bundle_factory import write_manifest
 from vla_runtime.runtime.cli import main
 from vla_runtime.runtime.joint_contract import (
     EE_DELTA_NAMES,
@@ -112,7 +113,7 @@ def joint_bundle(tiny_bundle_copy, joints):
     path = tiny_bundle_copy("parallel")
     manifest = json.loads((path / "manifest.json").read_text())
     manifest["action"].update(kind="joint_position", names=[*joints, "gripper"], units=["rad"] * 6 + ["open"])
-    (path / "manifest.json").write_text(json.dumps(manifest))
+    write_manifest(path, manifest)  # sealed again, as an exporter writing this layout would
     return path
 
 
