@@ -14,6 +14,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from vla_runtime.common.cli import missing_dependency
 from vla_runtime.common.errors import UserError
 from vla_runtime.export.presets import HEADS, PRESETS
 
@@ -94,7 +95,9 @@ def save_loss_plot(losses: list[float], val: list[tuple[int, float]], path: Path
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-    except ImportError:
+    except ImportError as exc:
+        if missing_dependency(exc) != "matplotlib":
+            raise
         logger.warning("matplotlib not installed: no %s (pip install 'vla-runtime[export]')", path.name)
         return None
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)

@@ -11,6 +11,7 @@ import json
 import sys
 from pathlib import Path
 
+from vla_runtime.common.cli import missing_dependency
 from vla_runtime.common.errors import UserError
 
 
@@ -66,7 +67,9 @@ def cmd_replay(args) -> int:
     out = Path(args.plot) if args.plot else recording.path.with_suffix(".replay.png")
     try:
         import matplotlib  # noqa: F401
-    except ImportError:
+    except ImportError as exc:
+        if missing_dependency(exc) != "matplotlib":
+            raise
         print("plot: skipped (matplotlib is not installed; pip install matplotlib)", file=sys.stderr)
         return 0
     plot(result, out, f"{recording.path.name}: recorded {Path(run.bundle).name} vs replayed {Path(args.bundle).name}")

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from vla_runtime.common.cli import missing_dependency
 from vla_runtime.runtime import recording_format as fmt
 
 logger = logging.getLogger(__name__)
@@ -194,7 +195,9 @@ def _tick(doc: dict, log_ns: int, images: dict) -> RecordedTick:
 def _require_mcap() -> None:
     try:
         import mcap.reader  # noqa: F401
-    except ImportError:
+    except ImportError as exc:
+        if missing_dependency(exc) is None:
+            raise
         raise RecordingError(f"reading recordings needs the mcap package; {fmt.INSTALL_HINT}") from None
 
 

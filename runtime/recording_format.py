@@ -27,6 +27,7 @@ import json
 from dataclasses import dataclass
 
 import numpy as np
+from vla_runtime.common.cli import missing_dependency
 
 FORMAT = "vla-runtime-recording/1"  # metadata["format"]; bump on incompatible changes
 RUN_METADATA = "run"  # name of the MCAP metadata record
@@ -74,8 +75,9 @@ def proto_classes():
         from foxglove_schemas_protobuf.Log_pb2 import Log
         from foxglove_schemas_protobuf.RawImage_pb2 import RawImage
     except ImportError as exc:
-        raise RecordDepsMissing(f"recording needs {(exc.name or 'foxglove_schemas_protobuf').split('.')[0]}; "
-                                f"{INSTALL_HINT}") from None
+        if missing_dependency(exc) is None:
+            raise
+        raise RecordDepsMissing(f"recording needs {missing_dependency(exc)}; {INSTALL_HINT}") from None
     return {"CompressedImage": CompressedImage, "RawImage": RawImage, "JointStates": JointStates, "Log": Log}
 
 
@@ -85,7 +87,9 @@ def require_record_deps() -> None:
         import mcap.writer  # noqa: F401
         import mcap_protobuf.schema  # noqa: F401
     except ImportError as exc:
-        raise RecordDepsMissing(f"recording needs {(exc.name or 'mcap').split('.')[0]}; {INSTALL_HINT}") from None
+        if missing_dependency(exc) is None:
+            raise
+        raise RecordDepsMissing(f"recording needs {missing_dependency(exc)}; {INSTALL_HINT}") from None
     proto_classes()
 
 

@@ -41,6 +41,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from vla_runtime.common.cli import missing_dependency
 from vla_runtime.common.typed_table import Key, TableError, check_table, declared_keys, suggest
 from vla_runtime.runtime.driver_registry import SIM, DriverLookupError, options_class
 from vla_runtime.runtime.robot_overrides import OverrideError, apply_overrides
@@ -392,6 +393,8 @@ def _section_classes(key: str) -> tuple[type, ...]:
     try:
         from vla_runtime.runtime.sim.world import SimConfig
     except ImportError as exc:
+        if missing_dependency(exc) is None:
+            raise
         raise RobotDescriptionError(f"[sim] needs MuJoCo ({exc}); pip install 'vla-runtime[sim]'") from None
     return (SimConfig,)
 

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 pytest.importorskip("mcap", reason="recordings need the record extra (pip install 'vla-runtime[record]')")
-pytest.importorskip("vla_runtime.runtime.sim.world", reason="needs MuJoCo (pip install vla-runtime[sim])")
+import vla_runtime.runtime.sim  # noqa: E402, F401 - picks MuJoCo's offscreen GL before mujoco is imported
+
+pytest.importorskip("mujoco", reason="needs MuJoCo (pip install vla-runtime[sim])")
 
 from vla_runtime.calibration.pipeline import QuantizeOptions, quantize_bundle  # noqa: E402
 from vla_runtime.runtime.cli import main  # noqa: E402

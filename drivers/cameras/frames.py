@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from vla_runtime.common.cli import missing_dependency
 from vla_runtime.drivers.cameras.base import CameraError
 
 
@@ -11,6 +12,8 @@ def import_cv2():
     try:
         import cv2
     except ImportError as exc:
+        if missing_dependency(exc) != "cv2":
+            raise
         raise CameraError(f"cameras need OpenCV ({exc}); pip install opencv-python-headless") from None
     return cv2
 
