@@ -7,10 +7,15 @@ every test that needs one shares the session's copy. Tests that modify a bundle 
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 import pytest
+
+# MuJoCo reads MUJOCO_GL once, when first imported: whichever test imports it first must already
+# find the offscreen backend, or every later render in the session fails.
+os.environ.setdefault("MUJOCO_GL", "egl")
 
 
 @pytest.fixture(scope="session")
