@@ -110,6 +110,17 @@ def test_a_stopped_source_goes_stale_then_is_reopened(tmp_path):
         cam.close()
 
 
+def test_an_unreadable_frame_is_a_loss_that_the_thread_survives(tmp_path):
+    folder = write_folder(tmp_path / "imgs", n=6)
+    (folder / "frame_002.png").write_bytes(b"not a png")
+    cam = camera(path=str(folder), fps=50.0, loop=False)
+    try:
+        wait_for(lambda: cam.reopens == 1 and index_of(cam.read(time.monotonic())) == 5)
+        assert cam.frames == 5  # every readable frame, the bad one skipped
+    finally:
+        cam.close()
+
+
 @pytest.mark.parametrize(
     "options, message",
     [

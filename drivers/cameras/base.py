@@ -141,7 +141,7 @@ class ThreadedCamera(Camera):
                 next_due = max(next_due + period, self._clock())  # late: no burst to catch up
             try:
                 got = self.source.grab()
-            except CameraError as exc:
+            except Exception as exc:  # noqa: BLE001 - a decoder error too: the thread must survive and reopen
                 logger.warning("camera %s lost (%s); frames go stale while it is reopened", self.name, exc)
                 self.source.close()
                 opened = False
@@ -159,7 +159,7 @@ class ThreadedCamera(Camera):
             return False
         try:
             self.source.open()
-        except CameraError as exc:
+        except Exception as exc:  # noqa: BLE001 - keep trying until the camera is closed
             logger.debug("camera %s: reopen failed (%s); next try in %.1f s", self.name, exc, backoff)
             return False
         self.reopens += 1

@@ -139,10 +139,10 @@ class VideoSource(FrameSource):
                     return None
                 self._index = 0
             path = self._images[self._index]
+            self._index += 1  # past a bad file too: the reopen continues with the next one
             image = self._cv2.imread(str(path), self._cv2.IMREAD_COLOR)
             if image is None:
                 raise CameraError(f"{path}: not a readable image")
-            self._index += 1
             return image
         ok, image = self._cap.read()
         if not ok and loop and self._index > 0:
