@@ -23,8 +23,10 @@ if importlib.util.find_spec("mujoco") is None:
 pytestmark = pytest.mark.timeout(240)
 
 
-def start_run(tmp_path, *extra):
-    args = ["-v", "run", "--robot", "sim", "--policy", "scripted", "--steps", "100000", "--max-misses", "100000",
+def start_run(tmp_path, *extra, policy=True):
+    """`vla-runtime -v run` on the sim with the scripted policy (policy=False: the robot and bundle in extra)."""
+    robot = ["--robot", "sim", "--policy", "scripted"] if policy else []
+    args = ["-v", "run", *robot, "--steps", "100000", "--max-misses", "100000",
             "--profile", str(tmp_path / "profile.json"), "--trace", str(tmp_path / "trace.json"),
             "--record", str(tmp_path / "episode"), *extra]  # fmt: skip
     return subprocess.Popen(
@@ -69,3 +71,55 @@ def test_signal_mid_run_stops_safely_writes_outputs_and_exits_with_the_shell_cod
     assert profile["episode"]["ticks"] >= 1
     assert (tmp_path / "trace.json").stat().st_size > 0
     assert "recorded:" in stdout and any((tmp_path / "episode").iterdir())
+
+
+# -- a real robot file on a simulated bus: what the servos are left in ------------------------------
+ROBOT_FILES = {"dynamixel": "koch_dynamixel.toml", "feetech": "so101_feetech.toml"}
+
+
+def still_images(folder):
+    import cv2
+    import numpy as np
+
+    folder.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(folder / f"{i:03d}.png"), np.full((64, 64, 3), 60 * i, np.uint8))
+    return folder
+
+
+@pytest.mark.parametrize(
+    "family, signum, code, on_stop, torque",
+    [
+        ("dynamixel", signal.SIGTERM, 143, "hold", True),
+        ("dynamixel", signal.SIGHUP, 129, "limp", False),
+        ("feetech", signal.SIGTERM, 143, "hold", True),  # no device watchdog: only this path can decide
+        ("feetech", signal.SIGHUP, 129, "limp", False),
+    ],
+)
+def test_signal_on_a_servo_robot_leaves_the_servos_as_on_stop_says(tmp_path, tiny_bundle, family, signum, code,
+                                                                      on_stop, torque):  # fmt: skip
+    from pathlib import Path
+
+    import vla_runtime
+    from vla_runtime.drivers.dynamixel.sim import DynamixelSim
+    from vla_runtime.drivers.feetech.sim import FeetechSim
+
+    sim_cls = DynamixelSim if family == "dynamixel" else FeetechSim
+    robot_file = Path(vla_runtime.__file__).parent / "drivers" / "robots" / ROBOT_FILES[family]
+    images = still_images(tmp_path / "frames")
+    with sim_cls(ids=(1, 2, 3, 4, 5, 6)) as sim:
+        sets = [f"arm.port={sim.port}", f"gripper.port={sim.port}", "cameras.front.kind=video",
+                f"cameras.front.path={images}", f"safety.on_stop={on_stop}"]  # fmt: skip
+        proc = start_run(tmp_path, "--robot", str(robot_file), "--bundle", str(tiny_bundle("parallel")),
+                         *[a for s in sets for a in ("--set", s)], policy=False)  # fmt: skip
+        lines, reader = wait_until_ticking(proc)
+        assert all(s.torque for s in sim.servos.values())  # energised while it runs
+        proc.send_signal(signum)
+        proc.wait(timeout=60)
+        reader.join(timeout=10)
+        err = "".join(lines)
+        assert proc.returncode == code, err[-3000:]
+        assert [s.torque for _, s in sorted(sim.servos.items())] == [torque] * 6
+        word = "on" if torque else "off"
+        assert f"arm: torque {word} at ids [1, 2, 3, 4, 5] (read back); gripper: torque {word} at ids [6]" in err
+        assert json.loads((tmp_path / "profile.json").read_text())["episode"]["signal"] == signal.Signals(signum).name
