@@ -123,3 +123,38 @@ def test_signal_on_a_servo_robot_leaves_the_servos_as_on_stop_says(tmp_path, tin
         word = "on" if torque else "off"
         assert f"arm: torque {word} at ids [1, 2, 3, 4, 5] (read back); gripper: torque {word} at ids [6]" in err
         assert json.loads((tmp_path / "profile.json").read_text())["episode"]["signal"] == signal.Signals(signum).name
+
+
+@pytest.mark.parametrize(
+    "fault", [["--bad-crc-rate", "0.05"], ["--drop-rate", "0.05"], ["--duplicate-rate", "0.05"],
+              ["--late-rate", "0.05", "--late-ms", "30"]],  # fmt: skip
+)
+def test_a_koch_episode_on_a_faulty_sim_device_bus_completes(tmp_path, tiny_bundle, fault):
+    from pathlib import Path
+
+    import vla_runtime
+
+    device = subprocess.Popen(
+        [sys.executable, "-m", "vla_runtime.runtime.cli", "sim-device", "dynamixel", "--ids", "1-6", "--seed", "3",
+         *fault], stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        banner = device.stdout.readline()  # "simulated Dynamixel ...: ids [1, ...] (XL430-W250) on /dev/pts/N"
+        port = banner.rsplit(" on ", 1)[-1].strip()
+        assert port.startswith("/dev/"), banner
+        robot_file = Path(vla_runtime.__file__).parent / "drivers" / "robots" / "koch_dynamixel.toml"
+        sets = [f"arm.port={port}", f"gripper.port={port}", "cameras.front.kind=video",
+                f"cameras.front.path={still_images(tmp_path / 'frames')}",
+                "safety.max_consecutive_rejects=1000"]  # a random policy may aim out of reach; this is about the bus
+        proc = subprocess.run(
+            [sys.executable, "-m", "vla_runtime.runtime.cli", "run", "--robot", str(robot_file),
+             "--bundle", str(tiny_bundle("parallel")), "--steps", "30", "--max-misses", "100000",
+             *[a for s in sets for a in ("--set", s)]],
+            capture_output=True, text=True, timeout=180,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert "episode: completed after 30 ticks" in proc.stdout
+        assert "stopped: on_stop = hold; arm: torque on at ids [1, 2, 3, 4, 5] (read back)" in proc.stdout
+    finally:
+        device.send_signal(signal.SIGINT)
+        device.wait(timeout=10)
