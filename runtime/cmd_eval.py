@@ -27,7 +27,7 @@ EPISODE_STEPS = 100  # ticks: 10 s at 10 Hz, enough for the expert to lift any b
 
 
 def register(sub) -> None:
-    from vla_runtime.runtime.cmd_run import add_robot_args
+    from vla_runtime.runtime.assemble import add_robot_args
     from vla_runtime.runtime.sim.tasks import HELD_OUT_SEED_START
 
     p = sub.add_parser("eval", help="closed-loop success rate on held-out simulator seeds")
@@ -79,7 +79,7 @@ def scripted_setup() -> PolicySetup:
 
 
 def bundle_setup(args) -> PolicySetup:
-    from vla_runtime.runtime.cmd_run import open_policy
+    from vla_runtime.runtime.assemble import open_policy
 
     policy, m, label = open_policy(args)
     return PolicySetup(lambda world, block: policy, m.action.kind, m.action.dim, m.action.horizon,
@@ -93,7 +93,7 @@ def run_batch(setup: PolicySetup, desc: RobotDescription, seeds: list[int], task
 
     `record_args` (the run command's arguments, with --record) records every episode.
     """
-    from vla_runtime.runtime.cmd_run import build_robot, open_recorder
+    from vla_runtime.runtime.assemble import build_robot, open_recorder
     from vla_runtime.runtime.loop import LoopConfig
     from vla_runtime.runtime.safety import ActionSafety, SafetyConfigError, SafetyLimits
     from vla_runtime.runtime.sim.episode import run_sim_episode
@@ -147,7 +147,7 @@ def episode_line(i: int, n: int, o) -> str:
 
 
 def sim_description(args) -> RobotDescription:
-    from vla_runtime.runtime.cmd_run import load_robot
+    from vla_runtime.runtime.assemble import load_robot
 
     desc = load_robot(args)
     if desc.arm.driver != "sim":
@@ -208,9 +208,9 @@ def record_demonstrations(args, desc: RobotDescription) -> int:
     seeds = list(range(first, first + args.episodes))
     tasks = [args.task] if args.task else [demo_task(s) for s in seeds]
     if args.record:  # the recorder's packages, before anything runs
-        from vla_runtime.runtime.cmd_run import _require_record_deps
+        from vla_runtime.runtime.assemble import require_record_deps
 
-        _require_record_deps()
+        require_record_deps()
     setup = scripted_setup() if args.policy == "scripted" else bundle_setup(args)
     start = time.perf_counter()
     try:

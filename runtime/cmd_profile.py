@@ -13,7 +13,8 @@ import time
 
 import numpy as np
 from vla_runtime.common.errors import UserError
-from vla_runtime.runtime.cmd_run import DEFAULT_TASK, add_timing_args, open_policy
+from vla_runtime.runtime.assemble import open_policy
+from vla_runtime.runtime.cmd_run import DEFAULT_TASK, add_timing_args
 from vla_runtime.runtime.manifest import HEADS
 
 logger = logging.getLogger(__name__)

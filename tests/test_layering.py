@@ -127,14 +127,8 @@ def test_no_import_circles_at_module_level():
     assert _cycles(_graph(module_level_only=True)) == []
 
 
-# Circles closed only by imports inside functions, still to be cut (a ratchet: fix, then delete the
-# entry). `run --episodes` calls eval's batch runner while eval builds robots and policies with
-# run's helpers; the fix is one module that builds the object graph for both commands.
-KNOWN_DEFERRED_CIRCLES = [["vla_runtime.runtime.cmd_eval", "vla_runtime.runtime.cmd_run"]]
-
-
 def test_no_import_circles_even_through_deferred_imports():
-    assert _cycles(_graph(module_level_only=False)) == KNOWN_DEFERRED_CIRCLES
+    assert _cycles(_graph(module_level_only=False)) == []
 
 
 def test_the_checks_catch_a_circle_and_a_wrong_way_import():

@@ -12,8 +12,8 @@ import vla_runtime.drivers
 import vla_runtime.runtime.backends
 from vla_runtime.common.cli import import_optional, missing_dependency
 from vla_runtime.common.errors import UserError
+from vla_runtime.runtime.assemble import _make_device
 from vla_runtime.runtime.backends import backend_class
-from vla_runtime.runtime.cmd_run import _make_device
 
 NEEDS_PACKAGE = "import vla_no_such_vendor_sdk  # noqa\n"
 BROKEN_PROJECT_IMPORT = "import vla_runtime.runtime.nonexistent_module  # noqa\n"
