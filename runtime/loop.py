@@ -302,6 +302,8 @@ class ControlLoop:
         result.failed_ticks += 1
         result.consecutive_failed += 1
         logger.warning("tick failed (%d in a row): %s", result.consecutive_failed, exc)
+        if self.recorder is not None:
+            self.recorder.event(self._clock(), f"tick {self.scheduler.index} failed: {exc}")
         self.scheduler.wait()
         return last_plan
 

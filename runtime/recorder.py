@@ -163,6 +163,11 @@ class FlightRecorder:
         self.summary.dropped_images += stripped
         return True
 
+    def event(self, t: float | None, text: str, level: str = "warning") -> None:
+        """A line for /vla/events (a failed bus tick, a fault) at scheduler time t; never blocks."""
+        if self.summary is not None and len(self._queue) < 2 * self.config.queue_ticks:
+            self._queue.append(("event", text, level, t))
+
     # -- lifecycle -----------------------------------------------------------------------------
     def open(self) -> Path:
         """Create the file, its schemas, channels, metadata and attachments; start the writer."""
@@ -179,7 +184,7 @@ class FlightRecorder:
         """Write what is queued, the closing event and the summary section; returns the totals."""
         assert self.summary is not None, "open() first"
         if self._thread is not None:
-            self._queue.append(("event", stop_reason))
+            self._queue.append(("event", self._closing_text(stop_reason), "info", None))
             self._queue.append(None)
             self._thread.join()
             self._thread = None
@@ -205,7 +210,8 @@ class FlightRecorder:
                 if self._guarded(self._writer.write_tick, item, self._log_ns(item.t), item.t - self._t0):
                     self.summary.ticks += 1
             elif item:
-                self._guarded(self._writer.write_event, self._closing_text(item[1]), self._log_ns(None))
+                _, text, level, t = item
+                self._guarded(self._writer.write_event, text, level, self._log_ns(t))
             if time.monotonic() - last_flush >= flush_s:
                 self._guarded(self._writer.flush)
                 last_flush = time.monotonic()
@@ -297,8 +303,8 @@ class _McapTickWriter:
         }
         w.add_message(self.tick, log_ns, fmt.encode_tick(record), log_ns, seq)
 
-    def write_event(self, text: str, log_ns: int) -> None:
-        self._writer.add_message(self.events, log_ns, fmt.encode_event(self.pb, text, "info", log_ns), log_ns)
+    def write_event(self, text: str, level: str, log_ns: int) -> None:
+        self._writer.add_message(self.events, log_ns, fmt.encode_event(self.pb, text, level, log_ns), log_ns)
 
     def flush(self) -> None:
         """Close the open chunk and push everything written so far to the OS (and the device)."""

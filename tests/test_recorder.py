@@ -48,6 +48,8 @@ def test_recording_decodes_with_the_published_schemas(tmp_path):
     path = rec.open()
     for k in range(12):
         assert rec.record(tick(k, image))
+        if k == 6:
+            rec.event(0.65, "tick 6 failed: no reply from servo 3")
     summary = rec.close("completed")
     assert summary.ticks == 12 and summary.dropped_ticks == 0 and summary.path == path
     assert path.name == "episode_000000.mcap" and next_episode_path(tmp_path).name == "episode_000001.mcap"
@@ -65,7 +67,14 @@ def test_recording_decodes_with_the_published_schemas(tmp_path):
         meta = {m.name: m.metadata for m in reader.iter_metadata()}
         attachments = {a.name: a.data for a in reader.iter_attachments()}
     assert {t: len(v) for t, v in topics.items()} == {
-        "/camera/front": 12, fmt.TOPIC_JOINTS: 12, fmt.TOPIC_COMMAND: 12, fmt.TOPIC_TICK: 12, fmt.TOPIC_EVENTS: 1}
+        "/camera/front": 12, fmt.TOPIC_JOINTS: 12, fmt.TOPIC_COMMAND: 12, fmt.TOPIC_TICK: 12, fmt.TOPIC_EVENTS: 2}
+    log = fmt.proto_classes()["Log"]
+    events = {log.FromString(m.data).message: (log.FromString(m.data).level, m.log_time)
+              for _, m in topics[fmt.TOPIC_EVENTS]}
+    level, log_time = events.pop("tick 6 failed: no reply from servo 3")
+    assert level == fmt.LOG_LEVELS["warning"]
+    assert log_time == topics[fmt.TOPIC_TICK][0][1].log_time + 650_000_000  # on the ticks' clock
+    assert [m.split(";")[0] for m in events] == ["episode ended: completed"]
     assert meta["run"]["task"] == "stack the blocks" and meta["run"]["format"] == fmt.FORMAT
     assert attachments == {"manifest.json": b"{}"}
     schema, message = topics[fmt.TOPIC_TICK][5]
@@ -189,3 +198,61 @@ def test_memory_stays_flat_over_many_640x480_ticks(tmp_path):
     growth = max(samples[2:]) - samples[2]
     assert growth < 30, f"RSS grew {growth:.0f} MB after warm-up: {[round(s) for s in samples]}"
     assert summary.ticks + summary.dropped_ticks == 1000
+
+
+def test_the_control_loop_records_every_tick_and_a_failed_bus_tick_as_an_event(tmp_path):
+    """The loop's hook end to end: the scripted policy on the sim, one bus exchange failing mid-run."""
+    import vla_runtime.runtime.sim  # noqa: F401 - picks MuJoCo's offscreen GL before mujoco is imported
+
+    pytest.importorskip("mujoco", reason="needs MuJoCo (pip install vla-runtime[sim])")
+    from vla_runtime.runtime.loop import ControlLoop, LoopConfig
+    from vla_runtime.runtime.manifest import SafetyDefaults
+    from vla_runtime.runtime.robot import TransientRobotError
+    from vla_runtime.runtime.robot_description import load_robot_description
+    from vla_runtime.runtime.safety import ActionSafety, SafetyLimits
+    from vla_runtime.runtime.scheduler import Scheduler, SchedulerConfig
+    from vla_runtime.runtime.scripted import GraspScript, ScriptedGraspPolicy
+    from vla_runtime.runtime.sim.robot import SimCamera, SimRobot
+    from vla_runtime.runtime.sim.world import SimConfig, SimWorld
+
+    class FlakyBus(SimRobot):
+        calls = 0
+
+        def command(self, joint_targets, gripper, now, period):
+            FlakyBus.calls += 1
+            if FlakyBus.calls == 4:
+                raise TransientRobotError("no reply from servo 3")
+            return super().command(joint_targets, gripper, now, period)
+
+    desc = load_robot_description("sim")
+    world = SimWorld(SimConfig(seed=0))
+    robot, camera = FlakyBus(world), SimCamera(world, 64, 48)
+    limits = SafetyLimits.from_sources(SafetyDefaults(), desc.safety, desc.joint_min, desc.joint_max,
+                                       desc.joint_max_velocity)
+    safety = ActionSafety(limits, "ee_delta", 7, robot.kinematics, 6)
+    policy = ScriptedGraspPolicy(lambda: world.body_position("red_block"), GraspScript())
+    run = run_info(joint_names=tuple(robot.joint_names), action_kind="ee_delta",
+                   action_names=("dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper"), action_units=())
+    recorder = FlightRecorder(tmp_path, run)
+    recorder.open()
+    sched = Scheduler(SchedulerConfig(50.0, max_consecutive_misses=1000))
+    loop = ControlLoop(LoopConfig(8, replan_every=2), policy, robot, camera, safety, sched, recorder)
+    try:
+        result = loop.run("pick up the red block")
+    finally:
+        camera.close()
+    summary = recorder.close(result.stop_reason)
+    assert result.ticks == 8 and result.failed_ticks == 1 and summary.ticks == 7
+    rec = Recording(summary.path)
+    ticks = list(rec.ticks())
+    assert all(t.images["front"].decode().shape == (48, 64, 3) for t in ticks)
+    assert ticks[0].chunk == 0 and [t.chunk for t in ticks] == sorted(t.chunk for t in ticks)
+    started = [t for t in ticks if t.inference >= 0]
+    assert started and all(t.chunk == t.inference and t.chunk_step == 0 for t in started)  # sync: used at once
+    assert all({"state", "capture", "safety", "command"} <= set(t.stages_ms) for t in ticks)
+    with open(summary.path, "rb") as f:
+        messages = [fmt.proto_classes()["Log"].FromString(m.data).message
+                    for _, _, m in make_reader(f).iter_messages(topics=[fmt.TOPIC_EVENTS])]
+    failed = int(messages[0].split()[1])
+    assert messages[0] == f"tick {failed} failed: no reply from servo 3"
+    assert failed not in [t.slot for t in ticks] and ticks[2].slot < failed < ticks[-1].slot
