@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from vla_runtime.common.cli import missing_dependency
 from vla_runtime.runtime import recording_format as fmt
 
 logger = logging.getLogger(__name__)
@@ -194,11 +193,9 @@ def _tick(doc: dict, log_ns: int, images: dict) -> RecordedTick:
 
 def _require_mcap() -> None:
     try:
-        import mcap.reader  # noqa: F401
-    except ImportError as exc:
-        if missing_dependency(exc) is None:
-            raise
-        raise RecordingError(f"reading recordings needs the mcap package; {fmt.INSTALL_HINT}") from None
+        fmt.require_record_deps()  # reading decodes with the same packages the recorder writes with
+    except fmt.RecordDepsMissing as exc:
+        raise RecordingError(f"cannot read recordings: {exc}") from None
 
 
 def find_recordings(paths: list[str | Path]) -> list[Path]:
