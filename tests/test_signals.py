@@ -158,3 +158,43 @@ def test_a_koch_episode_on_a_faulty_sim_device_bus_completes(tmp_path, tiny_bund
     finally:
         device.send_signal(signal.SIGINT)
         device.wait(timeout=10)
+
+
+def test_ur5e_robotiq_file_waits_out_a_slow_gripper_activation_then_stops_on_sigterm(tmp_path, tiny_bundle):
+    """Both controllers are `vla-runtime sim-device` processes; the 2F-85 sweep (2.5 s) outlasts the
+    RTDE watchdog window (watchdog_hz = 2 in the file: 0.5 s) and must not stop the UR program."""
+    import re
+    from pathlib import Path
+
+    import vla_runtime
+
+    def device(*args):
+        return subprocess.Popen([sys.executable, "-m", "vla_runtime.runtime.cli", "sim-device", *args],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+
+    ur = device("ur-rtde", "--port", "0", "--script-port", "0")
+    gripper = device("robotiq", "--activation-s", "2.5")
+    try:
+        rtde_port, script_port = re.findall(r"127\.0\.0\.1:(\d+)", ur.stdout.readline())
+        pty = gripper.stdout.readline().rsplit(" on ", 1)[-1].strip()
+        robot_file = Path(vla_runtime.__file__).parent / "drivers" / "robots" / "ur5e_robotiq.toml"
+        sets = ["arm.host=127.0.0.1", f"arm.port={rtde_port}", f"arm.script_port={script_port}",
+                f"gripper.port={pty}", "cameras.front.kind=video", f"cameras.front.path={still_images(tmp_path / 'f')}",
+                "safety.max_consecutive_rejects=1000"]  # fmt: skip
+        t0 = time.monotonic()
+        proc = start_run(tmp_path, "--robot", str(robot_file), "--bundle", str(tiny_bundle("parallel")),
+                         *[a for s in sets for a in ("--set", s)], policy=False)  # fmt: skip
+        lines, reader = wait_until_ticking(proc)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        reader.join(timeout=10)
+        err = "".join(lines)
+        assert proc.returncode == 143, err[-3000:]
+        assert time.monotonic() - t0 > 2.5  # the activation really waited for the sweep
+        assert "RTDE watchdog" not in err  # the controller never stopped the program on its own
+        assert "arm: control program stopped" in err and "gripper: activated=True" in err
+        assert json.loads((tmp_path / "profile.json").read_text())["episode"]["ticks"] >= 1
+    finally:
+        for p in (ur, gripper):
+            p.send_signal(signal.SIGINT)
+            p.wait(timeout=10)
