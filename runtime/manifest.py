@@ -399,7 +399,7 @@ def load_manifest(bundle_dir: str | Path) -> Manifest:
 def save_manifest(manifest: Manifest, bundle_dir: str | Path) -> Path:
     """Write the manifest with a fresh seal, atomically (a reader sees the old or the new file)."""
     path = Path(bundle_dir) / MANIFEST_NAME
-    doc = manifest.to_json()
+    doc = json.loads(json.dumps(manifest.to_json()))  # seal exactly what a reader will parse back
     doc[SEAL_KEY] = make_seal(doc)
     tmp = path.with_name(f".{MANIFEST_NAME}.tmp")
     tmp.write_text(json.dumps(doc, indent=2, sort_keys=False) + "\n")
