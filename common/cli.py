@@ -11,7 +11,8 @@ import argparse
 import importlib
 import logging
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from types import ModuleType
 
 from vla_runtime.common.errors import UserError
 
@@ -32,15 +33,24 @@ def missing_dependency(exc: ImportError) -> str | None:
     return name.split(".")[0]
 
 
-def import_optional(module: str, *, extra: str) -> object:
-    """Import `module`; a missing third-party package becomes a UserError naming the pip extra."""
+def require_modules(*modules: str, error: Callable[[str], Exception]) -> list[ModuleType]:
+    """Import `modules`; when a third-party package is missing, raise `error(its name)` instead.
+
+    Anything else (a broken project module, a package that imports badly) is raised as it is.
+    """
     try:
-        return importlib.import_module(module)
+        return [importlib.import_module(m) for m in modules]
     except ImportError as exc:
         missing = missing_dependency(exc)
         if missing is None:
             raise
-        raise UserError(f"{missing} is not installed; pip install 'vla-runtime[{extra}]'") from exc
+        raise error(missing) from exc
+
+
+def import_optional(module: str, *, extra: str) -> ModuleType:
+    """Import `module`; a missing third-party package becomes a UserError naming the pip extra."""
+    return require_modules(module, error=lambda name: UserError(
+        f"{name} is not installed; pip install 'vla-runtime[{extra}]'"))[0]
 
 
 def add_unavailable(sub, name: str, reason: str) -> None:

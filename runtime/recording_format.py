@@ -27,7 +27,7 @@ import json
 from dataclasses import dataclass
 
 import numpy as np
-from vla_runtime.common.cli import missing_dependency
+from vla_runtime.common.cli import missing_dependency, require_modules
 
 FORMAT = "vla-runtime-recording/1"  # metadata["format"]; bump on incompatible changes
 RUN_METADATA = "run"  # name of the MCAP metadata record
@@ -77,20 +77,18 @@ def proto_classes():
     except ImportError as exc:
         if missing_dependency(exc) is None:
             raise
-        raise RecordDepsMissing(f"recording needs {missing_dependency(exc)}; {INSTALL_HINT}") from None
+        raise _missing(missing_dependency(exc)) from None
     return {"CompressedImage": CompressedImage, "RawImage": RawImage, "JointStates": JointStates, "Log": Log}
 
 
 def require_record_deps() -> None:
     """Raise RecordDepsMissing (one line with the install command) unless MCAP writing works."""
-    try:
-        import mcap.writer  # noqa: F401
-        import mcap_protobuf.schema  # noqa: F401
-    except ImportError as exc:
-        if missing_dependency(exc) is None:
-            raise
-        raise RecordDepsMissing(f"recording needs {missing_dependency(exc)}; {INSTALL_HINT}") from None
+    require_modules("mcap.writer", "mcap_protobuf.schema", error=_missing)
     proto_classes()
+
+
+def _missing(name: str) -> RecordDepsMissing:
+    return RecordDepsMissing(f"recording needs {name}; {INSTALL_HINT}")
 
 
 def camera_topic(name: str) -> str:

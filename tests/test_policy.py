@@ -52,7 +52,7 @@ def test_infer_returns_a_physical_chunk_and_model_space_actions(zoo, head):
             assert policy.last_bins is None
         else:
             assert policy.last_bins.shape == (h, 4)
-            np.testing.assert_array_equal(policy.last_normalized, -1 + (policy.last_bins + 0.5) * 2 / 256)
+            np.testing.assert_array_equal(policy.last_normalized, bin_centres(256)[policy.last_bins])
         n = m.action.normalization
         low, high = np.array(n.low), np.array(n.high)
         want = 0.5 * (policy.last_normalized.astype(np.float64) + 1) * (high - low) + low

@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
-from vla_runtime.common.cli import missing_dependency
+from vla_runtime.common.cli import require_modules
 from vla_runtime.drivers.cameras.base import CameraError
 
 
 def import_cv2():
     """OpenCV, or a CameraError naming the package to install."""
-    try:
-        import cv2
-    except ImportError as exc:
-        if missing_dependency(exc) != "cv2":
-            raise
-        raise CameraError(f"cameras need OpenCV ({exc}); pip install opencv-python-headless") from None
-    return cv2
+    return require_modules("cv2", error=lambda name: CameraError(
+        f"cameras need OpenCV ({name} is not installed); pip install opencv-python-headless"))[0]
 
 
 def to_rgb(cv2, image: np.ndarray, width: int = 0, height: int = 0) -> np.ndarray:
