@@ -8,8 +8,9 @@ the simulated tabletop's MuJoCo model (`kinematics_mjcf`), so the sim and a real
 same solver.
 
 Inverse kinematics is damped least squares on the geometric Jacobian, warm-started from the
-measured joints, with the joint limits clipped at every step: robust near singularities and a
-few iterations per tick because the policy asks for centimetre steps. Position outweighs
+measured joints, with the joint limits clipped at every step (a joint pinned at a limit drops
+out of the next step, so the others take over): robust near singularities and a few
+iterations per tick because the policy asks for centimetre steps. Position outweighs
 orientation (an arm with five joints cannot honour every rotation). A target the arm cannot
 reach (out of reach, or behind a joint limit) raises `Unreachable`, which the safety layer
 turns into a hold rather than a guess.
@@ -138,6 +139,7 @@ class ChainKinematics(Kinematics):
         if weight is None:
             weight = 0.3 if j >= 6 else 0.05
         self._weights = np.array([1.0, 1.0, 1.0, weight, weight, weight])
+        self._position_only = np.array([1.0, 1.0, 1.0, 0.0, 0.0, 0.0])
         self._eye = np.eye(6) * config.damping**2
 
     # -- forward ---------------------------------------------------------------------------------
@@ -192,14 +194,24 @@ class ChainKinematics(Kinematics):
     def inverse(self, q_seed, position, rpy):
         """Joints near `q_seed` (within the limits) that put the end effector at the pose.
 
-        Raises `Unreachable` when the closest pose found misses the position by more than
-        `reach_tolerance`: the target is outside the arm's reach or behind a joint limit.
+        Position comes first: when the pose cannot be met as a whole within `reach_tolerance`,
+        the solve is repeated for the position alone (the orientation gives way this tick).
+        Raises `Unreachable` when even that misses the position by more than `reach_tolerance`:
+        the target is outside the arm's reach or behind a joint limit.
         """
-        cfg = self.config
         target_p = np.asarray(position, dtype=np.float64)
         target_r = rpy_to_matrix(rpy)
-        q = np.minimum(np.maximum(np.asarray(q_seed, dtype=np.float64), self.lower), self.upper)
-        w = self._weights
+        seed = np.minimum(np.maximum(np.asarray(q_seed, dtype=np.float64), self.lower), self.upper)
+        q, miss = self._solve(seed, target_p, target_r, self._weights)
+        if miss > self.config.reach_tolerance and self._weights[3] > 0:
+            q, miss = self._solve(seed, target_p, target_r, self._position_only)
+        if miss > self.config.reach_tolerance:
+            raise Unreachable(f"end effector stays {miss * 1e3:.1f} mm from the target (limits or reach)")
+        return q
+
+    def _solve(self, q: np.ndarray, target_p: np.ndarray, target_r: np.ndarray, w: np.ndarray):
+        """Damped least squares from `q`: (closest joints found, their position miss in m)."""
+        cfg = self.config
         error = np.empty(6)  # m, rad (rotation as sin(angle) * axis), weighted
         best_q, best_err, best_miss, stalled = q, np.inf, np.inf, 0
         for _ in range(cfg.iterations):
@@ -220,7 +232,9 @@ class ChainKinematics(Kinematics):
                 break
             jac = self._jacobian(pos, z, p) * w[:, None]  # [6, J]
             dq = jac.T @ np.linalg.solve(jac @ jac.T + self._eye, error)
+            pinned = ((q <= self.lower) & (dq < 0)) | ((q >= self.upper) & (dq > 0))
+            if pinned.any():  # a joint held at its limit: let the others do its share instead
+                jac[:, pinned] = 0.0
+                dq = jac.T @ np.linalg.solve(jac @ jac.T + self._eye, error)
             q = np.minimum(np.maximum(q + dq, self.lower), self.upper)
-        if best_miss > cfg.reach_tolerance:
-            raise Unreachable(f"end effector stays {best_miss * 1e3:.1f} mm from the target (limits or reach)")
-        return best_q
+        return best_q, best_miss
