@@ -56,6 +56,10 @@ class LifecycleError(DriverError):
 
 TRANSIENT_ERRORS = (DeviceTimeout, ProtocolError)  # a retry or the next tick may succeed; a lost port will not
 MALFORMED = (KeyError, IndexError, ValueError, struct.error)  # what unexpected bytes can make plain Python raise
+# Lifecycle steps (configure, activate, deactivate, release) are idempotent, so one that fails on a
+# timeout or corrupt reply is run again: each step is dozens of exchanges, and a bus that loses 5 %
+# of its replies must still start and stop. A lost port or a hardware fault is never retried.
+SETUP_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -103,14 +107,14 @@ class LifecycleDriver(ABC):
         """Find and verify the devices and write their settings; torque stays off."""
         if self._state is not DriverState.UNCONFIGURED:
             raise LifecycleError(f"{self.name}: configure() needs UNCONFIGURED, state is {self._state.value}")
-        self._guard("configure", self._on_configure)
+        self._guard("configure", self._attempts, "configure", self._on_configure)
         self._state = DriverState.INACTIVE
 
     def activate(self) -> None:
         """Enable torque (and device-side watchdogs); commands are accepted from now on."""
         if self._state is not DriverState.INACTIVE:
             raise LifecycleError(f"{self.name}: activate() needs INACTIVE, state is {self._state.value}")
-        self._guard("activate", self._on_activate)
+        self._guard("activate", self._attempts, "activate", self._on_activate)
         self._state = DriverState.ACTIVE
 
     def deactivate(self, hold: bool = False) -> None:
@@ -125,7 +129,7 @@ class LifecycleDriver(ABC):
             return
         if self._state is not DriverState.ACTIVE:
             return
-        self._guard("deactivate", self._on_hold if hold else self._on_deactivate)
+        self._guard("deactivate", self._attempts, "deactivate", self._on_hold if hold else self._on_deactivate)
         self.holding = hold
         self._state = DriverState.INACTIVE
 
@@ -134,7 +138,7 @@ class LifecycleDriver(ABC):
         if self._state is DriverState.ACTIVE:
             self.deactivate()
         elif self._state is DriverState.INACTIVE and self.holding:
-            self._guard("release", self._on_deactivate)
+            self._guard("release", self._attempts, "release", self._on_deactivate)
             self.holding = False
 
     def read_back(self) -> str:
@@ -232,6 +236,17 @@ class LifecycleDriver(ABC):
             if err is exc:
                 raise
             raise err from exc
+
+    def _attempts(self, what: str, step: Callable[[], None]) -> None:
+        """Run an idempotent lifecycle step up to SETUP_ATTEMPTS times while it fails transiently."""
+        for attempt in range(1, SETUP_ATTEMPTS + 1):
+            try:
+                return step()
+            except (*TRANSIENT_ERRORS, *MALFORMED) as exc:
+                if attempt == SETUP_ATTEMPTS:
+                    raise
+                logger.warning("%s: %s failed (%s); trying again (%d of %d)", self.name, what, exc, attempt + 1,
+                               SETUP_ATTEMPTS)  # fmt: skip
 
     def _enter_fault(self, reason: str) -> None:
         first = self._state is not DriverState.FAULT
