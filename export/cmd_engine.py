@@ -15,6 +15,7 @@ import logging
 import tempfile
 from pathlib import Path
 
+from vla_runtime.common.cli import missing_dependency
 from vla_runtime.common.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -91,8 +92,10 @@ def run(args: argparse.Namespace) -> int:
 
         import_cudart()
     except ImportError as exc:
+        if missing_dependency(exc) is None:
+            raise  # TensorRT or cuda-python is installed but broken: show why, not "not installed"
         raise UserError(
-            f"{exc.name or exc} is not installed here; engines are GPU-specific, so build them on the "
+            f"{missing_dependency(exc)} is not installed here; engines are GPU-specific, so build them on the "
             f"target device: {INSTALL_HINT}"
         ) from None
     out = build_engine_bundle(bundle, cfg, profiles, Path(args.out), args.timing_cache, args.force,
