@@ -139,7 +139,8 @@ def _check_contract(policy, manifest, desc: RobotDescription, kinematics, cli_ma
     from vla_runtime.runtime.joint_contract import ContractError, RobotLayout, contract_policy, parse_joint_map
 
     joints = tuple(j.name for j in desc.arm.joints)
-    layout = RobotLayout.of(joints, kinematics.chain.kinds if kinematics is not None else None)
+    kinds = kinematics.chain.kinds if kinematics is not None else None
+    layout = RobotLayout.of(joints, kinds, desc.has_kinematics)
     try:
         joint_map = parse_joint_map(cli_map, "--joint-map") if cli_map is not None else desc.joint_map
         return contract_policy(policy, manifest, layout, joint_map)

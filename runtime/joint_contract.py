@@ -36,12 +36,13 @@ class RobotLayout:
 
     joints: tuple[str, ...]  # [[arm.joints]] names, in order
     units: tuple[str, ...]  # "rad" (revolute) or "m" (prismatic) per joint
+    kinematics: bool = True  # end-effector poses can be computed (a model file, or the sim)
 
     @classmethod
-    def of(cls, joints: tuple[str, ...], kinds: tuple[str, ...] | None = None) -> RobotLayout:
+    def of(cls, joints: tuple[str, ...], kinds: tuple[str, ...] | None = None, kinematics: bool = True) -> RobotLayout:
         """Units from the kinematic model's joint kinds; revolute (rad) when there is no model."""
         kinds = kinds or ("revolute",) * len(joints)
-        return cls(tuple(joints), tuple("m" if k == "prismatic" else "rad" for k in kinds))
+        return cls(tuple(joints), tuple("m" if k == "prismatic" else "rad" for k in kinds), kinematics)
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,9 @@ def check_contract(
     """Refuse a mismatch (ContractError); return the permutation to apply, or None when there is none."""
     fix = "rename or reorder with --joint-map BUNDLE_JOINT=ROBOT_JOINT,... (or [action] joint_map)"
     if kind == "ee_delta":
+        if not robot.kinematics:
+            raise ContractError("an ee_delta bundle moves the end effector, which needs the arm's kinematic model; "
+                                "add [arm] kinematics = \"<model>.urdf\" and ee_link, or use a joint-position bundle")
         if joint_map is not None:
             raise ContractError("a joint map reorders joint-position bundles; this bundle emits end-effector deltas")
         bundle = list(zip(action_names, action_units, strict=True))

@@ -32,6 +32,10 @@ _LEVI_CIVITA[0, 1, 2] = _LEVI_CIVITA[1, 2, 0] = _LEVI_CIVITA[2, 0, 1] = 1.0
 _LEVI_CIVITA[0, 2, 1] = _LEVI_CIVITA[2, 1, 0] = _LEVI_CIVITA[1, 0, 2] = -1.0
 
 
+class KinematicModelError(ValueError):
+    """The model file is missing, malformed, or does not describe the robot file's arm."""
+
+
 class Unreachable(ValueError):
     """No joint configuration within the limits brings the end effector to the target position."""
 
@@ -83,6 +87,67 @@ class SerialChain:
             raise ValueError(f"joint {bad}: the robot file's limits do not overlap the model's")
         return SerialChain(self.joint_names, self.kinds, self.origin_rotations, self.origin_positions,
                            self.axes, lo, hi, self.tool_rotation, self.tool_position, self.ee_name)
+
+
+def check_joint_names(model: tuple[str, ...], robot: tuple[str, ...], source: str, ee_link: str) -> None:
+    """The model's movable joints, base to end effector, must be the robot file's joints in its order."""
+    if model == robot:
+        return
+    for i, (m, r) in enumerate(zip(model, robot, strict=False)):
+        if m != r:
+            raise KinematicModelError(
+                f"{source}: joint {i + 1} from the base to {ee_link!r} is {m!r} but the robot file's is {r!r}; "
+                "name and order [[arm.joints]] as in the model"
+            )
+    raise KinematicModelError(
+        f"{source}: {len(model)} movable joints lead to {ee_link!r} ({list(model)}) but the robot file has "
+        f"{len(robot)} ({list(robot)})"
+    )
+
+
+class ChainBuilder:
+    """Walks a model from the base to the end effector and collects its `SerialChain`.
+
+    Fixed transforms (`fixed`) accumulate until the next movable joint (`joint`) takes them as
+    its origin; whatever is pending at the end is the tool transform. The URDF and MuJoCo
+    readers differ only in where they find the transforms.
+    """
+
+    def __init__(self):
+        self._rotation, self._position = np.eye(3), np.zeros(3)  # pending fixed transform
+        self._joints: list[tuple] = []
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(j[0] for j in self._joints)
+
+    def fixed(self, rotation: np.ndarray, position: np.ndarray) -> None:
+        """Append a fixed transform (rotation [3, 3], translation [3] m, in the current frame)."""
+        self._position = self._position + self._rotation @ np.asarray(position, dtype=np.float64)
+        self._rotation = self._rotation @ np.asarray(rotation, dtype=np.float64)
+
+    def joint(self, name: str, kind: str, axis, lower: float, upper: float) -> None:
+        """A movable joint at the current frame, turning/sliding along `axis` (its own frame)."""
+        axis = np.asarray(axis, dtype=np.float64)
+        self._joints.append((name, kind, self._rotation, self._position, axis / np.linalg.norm(axis), lower, upper))
+        self._rotation, self._position = np.eye(3), np.zeros(3)
+
+    def chain(self, ee_name: str) -> SerialChain:
+        if not self._joints:
+            raise ValueError(f"no movable joint between the base and {ee_name!r}")
+        names, kinds, rotations, positions, axes, lower, upper = zip(*self._joints, strict=True)
+        return SerialChain(
+            joint_names=names,
+            kinds=kinds,
+            origin_rotations=np.array(rotations),
+            origin_positions=np.array(positions),
+            axes=np.array(axes),
+            lower=np.array(lower, dtype=np.float64),
+            upper=np.array(upper, dtype=np.float64),
+            tool_rotation=self._rotation,
+            tool_position=self._position,
+            ee_name=ee_name,
+        )
 
 
 @dataclass(frozen=True)

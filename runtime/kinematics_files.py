@@ -16,17 +16,19 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
-from vla_runtime.runtime.kinematics import ChainKinematics, SerialChain
+from vla_runtime.runtime.kinematics import (
+    ChainBuilder,
+    ChainKinematics,
+    KinematicModelError,
+    SerialChain,
+    check_joint_names,
+)
 from vla_runtime.runtime.robot import rpy_to_matrix
 
 logger = logging.getLogger(__name__)
 
 MODEL_FOLDERS = (("vla_runtime.drivers", "robots"), ("vla_runtime.runtime", "robots"))
 _MOVABLE = {"revolute": "revolute", "continuous": "revolute", "prismatic": "prismatic"}
-
-
-class KinematicModelError(ValueError):
-    """The model file is missing, malformed, or does not describe the robot file's arm."""
 
 
 def resolve_model(name: str, robot_dir: Path | None) -> Path:
@@ -46,6 +48,20 @@ def resolve_model(name: str, robot_dir: Path | None) -> Path:
             return candidate
     where = f" next to the robot file ({robot_dir})" if robot_dir is not None else ""
     raise KinematicModelError(f"kinematic model {name!r} not found{where} or among the packaged models; check the name")
+
+
+def resolve_arm_model(name: str | None, ee_link: str | None, base_dir: Path | None) -> str | None:
+    """[arm] kinematics resolved to a file path (None when absent); it and ee_link go together."""
+    if name is None:
+        if ee_link is not None:
+            raise KinematicModelError("[arm] ee_link needs [arm] kinematics (the model file it is a link of)")
+        return None
+    if ee_link is None:
+        raise KinematicModelError(f"[arm] kinematics = {name!r} needs ee_link (its end-effector link)")
+    try:
+        return str(resolve_model(name, base_dir))
+    except KinematicModelError as exc:
+        raise KinematicModelError(f"[arm] {exc}") from None
 
 
 def load_chain(path: Path, joint_names: tuple[str, ...], ee: str) -> SerialChain:
@@ -102,16 +118,14 @@ def chain_from_urdf(text: str, joint_names: tuple[str, ...], ee_link: str, sourc
             raise KinematicModelError(f"{source}: the joints form a loop around link {link!r}")
     path.reverse()
 
-    names, kinds, rotations, positions, axes, lower, upper = [], [], [], [], [], [], []
-    pend_r, pend_p = np.eye(3), np.zeros(3)  # fixed transform not yet consumed by a joint
+    builder = ChainBuilder()
     for joint in path:
         name, jtype = joint.get("name"), joint.get("type")
         where = f"{source}: joint {name!r}"
         origin = joint.find("origin")
         xyz = _floats(None if origin is None else origin.get("xyz"), 3, (0.0, 0.0, 0.0), f"{where} origin xyz")
         rpy = _floats(None if origin is None else origin.get("rpy"), 3, (0.0, 0.0, 0.0), f"{where} origin rpy")
-        pend_p = pend_p + pend_r @ xyz
-        pend_r = pend_r @ rpy_to_matrix(rpy)
+        builder.fixed(rpy_to_matrix(rpy), xyz)
         if jtype == "fixed":
             continue
         if jtype not in _MOVABLE:
@@ -130,43 +144,9 @@ def chain_from_urdf(text: str, joint_names: tuple[str, ...], ee_link: str, sourc
             lo, hi = _floats(f"{limit.get('lower')} {limit.get('upper')}", 2, (), f"{where} limit")
             if lo >= hi:
                 raise KinematicModelError(f"{where}: limit lower {lo} must be below upper {hi}")
-        names.append(name)
-        kinds.append(_MOVABLE[jtype])
-        rotations.append(pend_r)
-        positions.append(pend_p)
-        axes.append(axis / np.linalg.norm(axis))
-        lower.append(lo)
-        upper.append(hi)
-        pend_r, pend_p = np.eye(3), np.zeros(3)
-    _check_names(tuple(names), tuple(joint_names), source, ee_link)
-    return SerialChain(
-        joint_names=tuple(names),
-        kinds=tuple(kinds),
-        origin_rotations=np.array(rotations),
-        origin_positions=np.array(positions),
-        axes=np.array(axes),
-        lower=np.array(lower, dtype=np.float64),
-        upper=np.array(upper, dtype=np.float64),
-        tool_rotation=pend_r,
-        tool_position=pend_p,
-        ee_name=ee_link,
-    )
-
-
-def _check_names(model: tuple[str, ...], robot: tuple[str, ...], source: str, ee_link: str) -> None:
-    """The model's movable joints, base to end effector, must be the robot file's joints in its order."""
-    if model == robot:
-        return
-    for i, (m, r) in enumerate(zip(model, robot, strict=False)):
-        if m != r:
-            raise KinematicModelError(
-                f"{source}: joint {i + 1} from the base to {ee_link!r} is {m!r} but the robot file's is {r!r}; "
-                "name and order [[arm.joints]] as in the model"
-            )
-    raise KinematicModelError(
-        f"{source}: {len(model)} movable joints lead to {ee_link!r} ({list(model)}) but the robot file has "
-        f"{len(robot)} ({list(robot)})"
-    )
+        builder.joint(name, _MOVABLE[jtype], axis, lo, hi)
+    check_joint_names(builder.names, tuple(joint_names), source, ee_link)
+    return builder.chain(ee_link)
 
 
 def arm_kinematics(desc) -> ChainKinematics | None:

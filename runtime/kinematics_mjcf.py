@@ -17,7 +17,7 @@ import vla_runtime.runtime.sim  # noqa: F401 - sets MuJoCo's offscreen GL platfo
 # isort: split
 import mujoco
 import numpy as np
-from vla_runtime.runtime.kinematics import SerialChain
+from vla_runtime.runtime.kinematics import ChainBuilder, SerialChain, check_joint_names
 
 logger = logging.getLogger(__name__)
 
@@ -55,11 +55,9 @@ def chain_from_mujoco(
         b = int(model.body_parentid[b])
     path.reverse()
 
-    names, kinds, rotations, positions, axes, lower, upper = [], [], [], [], [], [], []
-    pend_r, pend_p = np.eye(3), np.zeros(3)  # fixed transform not yet consumed by a joint
+    builder = ChainBuilder()
     for b in path:
-        pend_p = pend_p + pend_r @ model.body_pos[b]
-        pend_r = pend_r @ _quat_matrix(model.body_quat[b])
+        builder.fixed(_quat_matrix(model.body_quat[b]), model.body_pos[b])
         for j in range(int(model.body_jntadr[b]), int(model.body_jntadr[b]) + int(model.body_jntnum[b])):
             name = model.joint(j).name
             kind = _KINDS.get(int(model.jnt_type[j]))
@@ -68,34 +66,15 @@ def chain_from_mujoco(
             if model.qpos0[model.jnt_qposadr[j]] != 0.0:
                 raise ValueError(f"joint {name!r} has a nonzero ref; set ref=0 so joint zero is the model's zero")
             anchor = model.jnt_pos[j].astype(np.float64)
-            names.append(name)
-            kinds.append(kind)
-            rotations.append(pend_r)
-            positions.append(pend_p + pend_r @ anchor)
-            axes.append(model.jnt_axis[j] / np.linalg.norm(model.jnt_axis[j]))
             limited = bool(model.jnt_limited[j])
-            lower.append(model.jnt_range[j, 0] if limited else -np.inf)
-            upper.append(model.jnt_range[j, 1] if limited else np.inf)
-            pend_r, pend_p = np.eye(3), -anchor  # undo the anchor shift after the joint
-    names_t = tuple(names)
-    if joint_names is not None and names_t != tuple(joint_names):
-        raise ValueError(
-            f"the model's joints from base to end effector are {list(names_t)}, expected {list(joint_names)}"
-        )
-    if not names_t:
-        raise ValueError("no movable joint between the world and the end effector")
-    return SerialChain(
-        joint_names=names_t,
-        kinds=tuple(kinds),
-        origin_rotations=np.array(rotations),
-        origin_positions=np.array(positions),
-        axes=np.array(axes),
-        lower=np.array(lower, dtype=np.float64),
-        upper=np.array(upper, dtype=np.float64),
-        tool_rotation=pend_r @ tool_rot,
-        tool_position=pend_p + pend_r @ tool_pos,
-        ee_name=site or body,
-    )
+            builder.fixed(np.eye(3), anchor)  # the joint turns about its anchor ...
+            builder.joint(name, kind, model.jnt_axis[j], model.jnt_range[j, 0] if limited else -np.inf,
+                          model.jnt_range[j, 1] if limited else np.inf)
+            builder.fixed(np.eye(3), -anchor)  # ... and the body frame follows
+    builder.fixed(tool_rot, tool_pos)
+    if joint_names is not None:
+        check_joint_names(builder.names, tuple(joint_names), "the MuJoCo model", site or body)
+    return builder.chain(site or body)
 
 
 def chain_from_mjcf_file(path: str, joint_names: tuple[str, ...] | None, ee: str) -> SerialChain:

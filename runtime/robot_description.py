@@ -325,19 +325,12 @@ def _joint_map(text: str | None) -> tuple[tuple[str, str], ...] | None:
 
 
 def _kinematic_model(spec: ArmSpec, base_dir: Path | None) -> str | None:
-    """[arm] kinematics resolved to a file (next to the robot file, else packaged); needs ee_link."""
-    from vla_runtime.runtime.kinematics_files import KinematicModelError, resolve_model
+    from vla_runtime.runtime.kinematics_files import KinematicModelError, resolve_arm_model
 
-    if spec.kinematics is None:
-        if spec.ee_link is not None:
-            raise RobotDescriptionError("[arm] ee_link needs [arm] kinematics (the model file it is a link of)")
-        return None
-    if spec.ee_link is None:
-        raise RobotDescriptionError(f"[arm] kinematics = {spec.kinematics!r} needs ee_link (its end-effector link)")
     try:
-        return str(resolve_model(spec.kinematics, base_dir))
+        return resolve_arm_model(spec.kinematics, spec.ee_link, base_dir)
     except KinematicModelError as exc:
-        raise RobotDescriptionError(f"[arm] {exc}") from None
+        raise RobotDescriptionError(str(exc)) from None
 
 
 def _device(cls: type, role: str, table: dict, original: dict | None, where: str, **filled: Any):

@@ -59,6 +59,13 @@ def test_ee_bundles_must_use_the_cartesian_layout():
         check_contract("ee_delta", EE_DELTA_NAMES, EE_DELTA_UNITS, (), (), SO101, joint_map=())
 
 
+def test_ee_bundles_need_the_arms_kinematics():
+    blind = RobotLayout.of(SO101.joints, kinematics=False)
+    with pytest.raises(ContractError, match="needs the arm's kinematic model; add \\[arm\\] kinematics"):
+        check_contract("ee_delta", EE_DELTA_NAMES, EE_DELTA_UNITS, (), (), blind)
+    assert check_contract(*joint_action(SO101.joints), blind) is None
+
+
 def test_a_state_reading_bundle_is_checked_like_its_actions():
     with pytest.raises(ContractError, match="bundle state joint 1 is 'pan'"):
         check_contract("ee_delta", EE_DELTA_NAMES, EE_DELTA_UNITS, ("pan", *SO101.joints[1:]), RAD5, SO101)
@@ -140,3 +147,16 @@ def test_run_refuses_a_reordered_bundle_before_opening_anything(tiny_bundle_copy
                "--max-misses", "1000"])
     out = capsys.readouterr().out
     assert rc == 0 and "episode: completed after 2 ticks" in out
+
+
+def test_an_ee_bundle_on_an_arm_without_a_model_is_refused_before_any_port_opens(tiny_bundle, tmp_path, capsys):
+    robot = tmp_path / "arm.toml"
+    robot.write_text(
+        '[robot]\nname = "bench"\n[arm]\ndriver = "feetech"\nport = "/nonexistent/tty"\n'
+        '[[arm.joints]]\nname = "j1"\nmin = -1.0\nmax = 1.0\nmax_velocity = 1.0\n'
+        '[cameras.front]\nkind = "video"\npath = "/nonexistent/clip"\n[action]\nmapping = "ee_delta"\n'
+    )
+    rc = main(["--bundle", str(tiny_bundle("parallel")), "--robot", str(robot)])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1
+    assert "needs the arm's kinematic model" in err and "nothing was opened on the robot" in err
