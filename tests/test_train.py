@@ -11,6 +11,7 @@ from vla_runtime.export.checkpoint import from_config  # noqa: E402
 from vla_runtime.export.norm_stats import stats_from_actions  # noqa: E402
 from vla_runtime.export.presets import preset_config  # noqa: E402
 from vla_runtime.export.train import TrainConfig, train  # noqa: E402
+from vla_runtime.export.train_data import load_demonstrations  # noqa: E402
 from vla_runtime.runtime.conventions import ActionNormalizer  # noqa: E402
 
 
@@ -25,6 +26,31 @@ def test_statistics_come_from_the_data_and_map_it_onto_the_model_range():
     assert np.mean(np.abs(normalized[:, :3]) <= 1.0) >= 0.97  # q01..q99 land inside [-1, 1]
     with pytest.raises(ValueError):
         stats_from_actions(np.full((10, 7), np.nan))
+
+
+@pytest.fixture(scope="module")
+def demos(tmp_path_factory):
+    import vla_runtime.runtime.sim  # noqa: F401 - picks the offscreen GL platform before MuJoCo loads
+
+    pytest.importorskip("mujoco", reason="recording demonstrations needs MuJoCo (pip install vla-runtime[sim])")
+    from vla_runtime.runtime.cli import main
+
+    root = tmp_path_factory.mktemp("demos") / "rec"
+    argv = ["--policy", "scripted", "--episodes", "2", "--seed", "0", "--steps", "40", "--record", str(root),
+            "--record-raw"]
+    assert main(argv) == 0
+    return root
+
+
+def test_demonstrations_load_through_the_calibration_readers(demos):
+    cfg = preset_config("demo", "parallel")
+    tok = from_config(cfg).tokenizer
+    data = load_demonstrations(demos, tok, cfg.image_size, cfg.horizon, cfg.bins)
+    assert data.images.shape == (80, cfg.image_size, cfg.image_size, 3) and data.images.dtype == np.uint8
+    assert data.targets.shape == (80, cfg.horizon, 7) and np.abs(data.targets).max() <= 1.0
+    assert (data.past[[0, 40]] == 0).all()  # each episode starts from the runtime's zero bins
+    assert np.array_equal(data.targets[39, 1], data.targets[39, 0])  # the last action repeats past the end
+    assert len(data.tasks) == 2 and data.targets[:20, 0, 2].min() < -0.9  # the expert descends at full speed
 
 
 def synthetic_demos(cfg, n=48, seed=0):
@@ -52,3 +78,4 @@ def test_a_few_steps_lower_the_loss(head):
     result = train(source.model, synthetic_demos(cfg), config, progress=False)
     first, last = np.mean(result.losses[:5]), np.mean(result.losses[-5:])
     assert np.isfinite(result.losses).all() and last < 0.9 * first, (head, first, last)
+
