@@ -44,6 +44,7 @@ def register(sub) -> None:
     p.add_argument("--backend", default="cpu", choices=("auto", "cpu", "cuda", "tensorrt"),
                    help="device that runs the graphs (default cpu)")
     p.add_argument("--allow-failed-gate", action="store_true", help="evaluate a bundle whose INT8 gate failed")
+    p.add_argument("--trusted-keys", metavar="DIR", help="trust store of signing keys (*.pub), as for `run`")
     p.add_argument("--json", metavar="OUT", help="write every episode and the summary as JSON")
     p.set_defaults(func=cmd_eval, head=None)
 

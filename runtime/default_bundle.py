@@ -1,4 +1,8 @@
-"""The embedded default: a tiny random-weight bundle built once into the user's cache.
+"""The embedded default: the trained demo policy, exported once into the user's cache.
+
+For the `parallel` head (the default) the bundle is exported from the trained demo checkpoint
+shipped with the exporter, so a first run on the simulator picks up the block the task names.
+Heads without a shipped checkpoint fall back to the tiny random-weight preset (sizes only).
 
 Building needs torch, which the runtime never imports, so the exporter runs in a subprocess
 (its progress bar goes straight to the terminal). It writes into a staging folder that is
@@ -21,7 +25,11 @@ from vla_runtime.runtime.manifest import MANIFEST_NAME, ManifestError, load_mani
 logger = logging.getLogger(__name__)
 
 DEFAULT_HEAD = "parallel"  # one graph call per chunk: the quickest first build and the quickest tick
-DEFAULT_PRESET = "tiny"
+DEFAULT_PRESET = "tiny"  # random weights, for heads without a trained demo checkpoint
+TRAINED_HEADS = ("parallel",)  # heads whose trained demo checkpoint ships in the package
+# Part of the cache key: bump when the shipped checkpoints change, so an older cached bundle
+# (random weights, or an earlier training) is never picked up again.
+TRAINED_REVISION = "trained-1"
 
 
 class DefaultBundleError(RuntimeError):
@@ -41,7 +49,13 @@ def cache_root() -> Path:
 
 
 def default_bundle_dir(head: str = DEFAULT_HEAD) -> Path:
-    return cache_root() / f"default-{package_version()}-{head}"
+    kind = TRAINED_REVISION if head in TRAINED_HEADS else f"random-{DEFAULT_PRESET}"
+    return cache_root() / f"default-{package_version()}-{kind}-{head}"
+
+
+def is_trained(head: str) -> bool:
+    """Whether the default bundle for `head` is the trained demo policy (else random weights)."""
+    return head in TRAINED_HEADS
 
 
 def ensure_default_bundle(head: str = DEFAULT_HEAD, announce=None) -> Path:
@@ -56,10 +70,11 @@ def ensure_default_bundle(head: str = DEFAULT_HEAD, announce=None) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.with_name(f"{target.name}.partial-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
+    what = "trained demo" if is_trained(head) else f"random-weight {DEFAULT_PRESET}"
     if announce is not None:
-        announce(f"building the default {DEFAULT_PRESET} {head} bundle (first run only) into {target}")
-    cmd = [sys.executable, "-m", "vla_runtime.export.cli", "build", "--preset", DEFAULT_PRESET,
-           "--head", head, "--out", str(staging)]
+        announce(f"building the default {what} {head} bundle (first run only) into {target}")
+    weights = ["--demo-checkpoint"] if is_trained(head) else ["--preset", DEFAULT_PRESET]
+    cmd = [sys.executable, "-m", "vla_runtime.export.cli", "build", *weights, "--head", head, "--out", str(staging)]
     proc = subprocess.Popen(cmd, stdout=sys.stderr)  # the exporter's progress bar stays visible
     try:
         code = proc.wait()

@@ -88,3 +88,10 @@ def test_scripted_demonstrations_record_many_episodes(tmp_path):
     assert [Recording(f).run.task for f in files] == [demo_task(s) for s in (10, 11, 12)]
     ticks = list(Recording(files[0]).ticks())
     assert len(ticks) == 20 and ticks[5].sent.shape == (7,) and ticks[5].images
+
+
+def test_the_shipped_demo_policy_lifts_a_block(demo_bundle, tmp_path):
+    out = tmp_path / "eval.json"
+    rc = main(["eval", "--bundle", str(demo_bundle), "--episodes", "3", "--json", str(out)])
+    doc = json.loads(out.read_text())
+    assert rc == 0 and doc["summary"]["successes"] >= 1, doc["summary"]

@@ -79,3 +79,11 @@ def test_a_few_steps_lower_the_loss(head):
     first, last = np.mean(result.losses[:5]), np.mean(result.losses[-5:])
     assert np.isfinite(result.losses).all() and last < 0.9 * first, (head, first, last)
 
+
+def test_the_shipped_demo_checkpoint_loads():
+    from vla_runtime.export.checkpoint import load_checkpoint
+    from vla_runtime.export.demo_checkpoints import shipped_checkpoint
+
+    source = load_checkpoint(shipped_checkpoint("parallel"), head="parallel")
+    assert source.cfg.condition_on_past_action and source.cfg.image_size == preset_config("demo", "parallel").image_size
+    assert source.norm.kind == "q01_q99" and max(source.norm.high[:3]) < 0.05  # metres per tick, from the data
