@@ -147,7 +147,7 @@ class LifecycleDriver(ABC):
         Never raises: where the device cannot be asked, the line says "could not confirm: <why>".
         """
         try:
-            return f"{self.name}: {self._read_back()}"
+            return f"{self.name}: {self._attempts('read back', self._read_back)}"
         except NotImplementedError:
             return f"{self.name}: could not confirm: this driver cannot read its output state back"
         except (DriverError, OSError, *MALFORMED) as exc:
@@ -237,7 +237,7 @@ class LifecycleDriver(ABC):
                 raise
             raise err from exc
 
-    def _attempts(self, what: str, step: Callable[[], None]) -> None:
+    def _attempts(self, what: str, step: Callable[[], T]) -> T:
         """Run an idempotent lifecycle step up to SETUP_ATTEMPTS times while it fails transiently."""
         for attempt in range(1, SETUP_ATTEMPTS + 1):
             try:

@@ -176,8 +176,8 @@ class ControlLoop:
         restore = self._install_signals()
         try:
             self.robot.configure()  # open and verify; reads allowed, no torque, no watchdog yet
+            state = self._first_state()
             now = self._clock()
-            state = self.robot.read_state(now)
             frame = self.camera.read(now)
             if now - frame.t_capture > self.config.max_frame_age:
                 age_ms = (now - frame.t_capture) * 1e3
@@ -296,6 +296,16 @@ class ControlLoop:
                 ))
         sched.wait()
         return last_plan
+
+    def _first_state(self) -> RobotState:
+        """The state the warm-up infers on; a failed read is tried again, as a failed tick would be."""
+        for _ in range(self.config.stop.max_failed_ticks - 1):
+            try:
+                return self.robot.read_state(self._clock())
+            except TransientRobotError as exc:
+                logger.warning("first state read failed (%s); trying again", exc)
+                time.sleep(self.scheduler.period)
+        return self.robot.read_state(self._clock())
 
     def _failed_tick(self, exc: Exception, result: EpisodeResult, last_plan: int) -> int:
         """A bus exchange failed this tick: the devices keep their last goal; count it and move on."""

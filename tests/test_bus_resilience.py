@@ -169,3 +169,19 @@ def test_start_and_stop_survive_a_noisy_bus(rig):
         r.robot.stop(hold=False)
         assert not any(r.torque().values())
     assert r.bus.link.stats.retries > 0
+
+
+def test_a_failed_first_read_before_the_warm_up_is_tried_again(rig):
+    r = rig(retries=0)
+    drops = iter([True, True])  # the first state read loses a reply twice, then the bus is clean
+    configure = r.robot.configure
+
+    def configure_then_flaky():
+        configure()
+        r.sim.faults.drop = lambda: next(drops, False)
+
+    r.robot.configure = configure_then_flaky
+    result = r.run(ReachPolicy(), steps=3)
+    assert next(drops, None) is None  # both drops happened
+    assert result.stop_reason == "completed" and result.ticks == 3
+    assert "torque on at ids" in result.stopped
