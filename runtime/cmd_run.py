@@ -168,7 +168,6 @@ def run_episode(args, desc: RobotDescription) -> int:
         kind, dim, horizon = action.kind, action.dim, action.horizon
         rate, replan = control.rate_hz, control.replan_every
         _check_mapping(kind, desc)  # before any driver opens a port
-        policy = _check_contract(policy, manifest, desc, kinematics, getattr(args, "joint_map", None))
         views = manifest.preprocess.camera_views
     else:
         views = (next(iter(desc.cameras)),)  # the scripted policy reads no pixels; the recorder does
@@ -176,6 +175,8 @@ def run_episode(args, desc: RobotDescription) -> int:
         view = desc.cameras_for(views)[0]  # a missing view is refused before any driver opens
     except RobotDescriptionError as exc:
         raise UserError(str(exc)) from None
+    if policy is not None:  # joints, order and units; still before any driver opens
+        policy = _check_contract(policy, manifest, desc, kinematics, getattr(args, "joint_map", None))
     robot, cameras, world = build_robot(desc, args.seed, views, kinematics)
     camera = cameras[view.name]
     try:
