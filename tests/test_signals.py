@@ -145,7 +145,8 @@ def test_a_koch_episode_on_a_faulty_sim_device_bus_completes(tmp_path, tiny_bund
         robot_file = Path(vla_runtime.__file__).parent / "drivers" / "robots" / "koch_dynamixel.toml"
         sets = [f"arm.port={port}", f"gripper.port={port}", "cameras.front.kind=video",
                 f"cameras.front.path={still_images(tmp_path / 'frames')}",
-                "safety.max_consecutive_rejects=1000"]  # a random policy may aim out of reach; this is about the bus
+                "safety.max_consecutive_rejects=1000",  # a random policy may aim out of reach; this is about the bus
+                "arm.timeout_ms=40"]  # a pty on a loaded 2-core CI runner can answer later than a USB adapter
         proc = subprocess.run(
             [sys.executable, "-m", "vla_runtime.runtime.cli", "run", "--robot", str(robot_file),
              "--bundle", str(tiny_bundle("parallel")), "--steps", "30", "--max-misses", "100000",
