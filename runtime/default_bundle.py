@@ -29,7 +29,7 @@ DEFAULT_PRESET = "tiny"  # random weights, for heads without a trained demo chec
 TRAINED_HEADS = ("parallel",)  # heads whose trained demo checkpoint ships in the package
 # Part of the cache key: bump when the shipped checkpoints change, so an older cached bundle
 # (random weights, or an earlier training) is never picked up again.
-TRAINED_REVISION = "trained-1"
+TRAINED_REVISION = "trained-2"
 
 
 class DefaultBundleError(RuntimeError):
