@@ -62,3 +62,19 @@ def demo_bundle(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("demo-parallel")
     return build_bundle(root / "bundle", "parallel", checkpoint=shipped_checkpoint("parallel"), progress=False)
+
+
+@pytest.fixture(params=["dynamixel", "feetech"])
+def servo_rig(request):
+    """Factory: servo_rig(**kw) -> a ServoRig of each servo family on a pty, closed after the test."""
+    from lifecycle_rig import ServoRig
+
+    made = []
+
+    def build(**kw):
+        made.append(ServoRig(request.param, **kw))
+        return made[-1]
+
+    yield build
+    for r in made:
+        r.close()

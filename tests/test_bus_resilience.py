@@ -21,29 +21,16 @@ pytestmark = pytest.mark.timeout(90)
 IDS = (*ARM_IDS, JAW_ID)
 
 
-@pytest.fixture(params=["dynamixel", "feetech"])
-def rig(request):
-    made = []
-
-    def build(**kw):
-        made.append(ServoRig(request.param, **kw))
-        return made[-1]
-
-    yield build
-    for r in made:
-        r.close()
-
-
-def test_duplicated_replies_are_dropped_not_mistaken_for_another_servo(rig):
-    r = rig(faults=FaultConfig(duplicate_rate=1.0, seed=1), timeout=0.05)  # 12 frames per read on a loaded host
+def test_duplicated_replies_are_dropped_not_mistaken_for_another_servo(servo_rig):
+    r = servo_rig(faults=FaultConfig(duplicate_rate=1.0, seed=1), timeout=0.05)  # 12 frames per read on a loaded host
     for _ in range(5):
         positions, _ = r.bus.read_state(IDS)  # was "KeyError: 6": two replies from id 1 filled the count
         assert positions.tolist() == [round(r.sim.servos[i].actual) for i in IDS]
     assert r.sim.faults.duplicated > 0 and r.bus.link.stats.duplicates > 0
 
 
-def test_late_replies_never_answer_the_wrong_request(rig):
-    r = rig(faults=FaultConfig(late_rate=0.1, late_ms=30.0, seed=2), timeout=0.02, retries=3)
+def test_late_replies_never_answer_the_wrong_request(servo_rig):
+    r = servo_rig(faults=FaultConfig(late_rate=0.1, late_ms=30.0, seed=2), timeout=0.02, retries=3)
     ok = 0
     for k in range(30):
         try:
@@ -61,16 +48,16 @@ def test_late_replies_never_answer_the_wrong_request(rig):
 
 
 @pytest.mark.parametrize("faults", [FaultConfig(bad_crc_rate=0.05, seed=4), FaultConfig(drop_rate=0.05, seed=5)])
-def test_an_episode_with_five_percent_bad_replies_completes(rig, faults):
-    r = rig(faults=faults)
+def test_an_episode_with_five_percent_bad_replies_completes(servo_rig, faults):
+    r = servo_rig(faults=faults)
     result = r.run(ReachPolicy(), steps=40, rate=25.0)
     assert result.stop_reason == "completed" and result.ticks == 40
     assert r.sim.faults.corrupted + r.sim.faults.dropped > 0  # the faults really happened
     assert r.bus.link.stats.retries > 0
 
 
-def test_a_dead_bus_stops_after_the_configured_failed_ticks_and_says_it_could_not_confirm(rig):
-    r = rig()
+def test_a_dead_bus_stops_after_the_configured_failed_ticks_and_says_it_could_not_confirm(servo_rig):
+    r = servo_rig()
 
     def go_silent(n):
         if n == 3:
@@ -82,8 +69,8 @@ def test_a_dead_bus_stops_after_the_configured_failed_ticks_and_says_it_could_no
     assert "could not confirm" in result.stopped
 
 
-def test_isolated_failed_ticks_are_counted_and_the_episode_goes_on(rig):
-    r = rig(retries=0)  # no retries: a lost reply fails the whole tick
+def test_isolated_failed_ticks_are_counted_and_the_episode_goes_on(servo_rig):
+    r = servo_rig(retries=0)  # no retries: a lost reply fails the whole tick
 
     def flaky(n):
         if n == 1:  # from the first tick on, after a clean activation
@@ -154,15 +141,15 @@ def test_robotiq_and_rtde_links_shrug_off_duplicated_and_late_replies():
         ur.stop()
 
 
-def test_the_worst_case_bus_time_per_tick_is_known_before_the_run(rig):
-    r = rig(timeout=0.02, retries=2)
+def test_the_worst_case_bus_time_per_tick_is_known_before_the_run(servo_rig):
+    r = servo_rig(timeout=0.02, retries=2)
     assert r.bus.link.worst_case_s == pytest.approx(0.06)
     assert r.robot.worst_io_s == pytest.approx(0.06)  # one sync read with every attempt timing out
 
 
-def test_start_and_stop_survive_a_noisy_bus(rig):
+def test_start_and_stop_survive_a_noisy_bus(servo_rig):
     """Configure and activate are dozens of exchanges each; one that exhausts its retries is run again."""
-    r = rig(faults=FaultConfig(bad_crc_rate=0.05, seed=9))  # a 5-servo read fails ~1 % of exchanges
+    r = servo_rig(faults=FaultConfig(bad_crc_rate=0.05, seed=9))  # a 5-servo read fails ~1 % of exchanges
     for _ in range(3):
         r.robot.activate()
         assert all(r.torque().values())
@@ -171,8 +158,8 @@ def test_start_and_stop_survive_a_noisy_bus(rig):
     assert r.bus.link.stats.retries > 0
 
 
-def test_a_failed_first_read_before_the_warm_up_is_tried_again(rig):
-    r = rig(retries=0)
+def test_a_failed_first_read_before_the_warm_up_is_tried_again(servo_rig):
+    r = servo_rig(retries=0)
     drops = iter([True, True])  # the first state read loses a reply twice, then the bus is clean
     configure = r.robot.configure
 

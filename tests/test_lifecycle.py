@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 import pytest
-from lifecycle_rig import ARM_IDS, JAW_ID, LIMIT, ReachPolicy, ServoRig, StillCamera
+from lifecycle_rig import ARM_IDS, JAW_ID, LIMIT, ReachPolicy, StillCamera
 from vla_runtime.drivers.robotiq.gripper import RobotiqConfig, open_gripper
 from vla_runtime.drivers.robotiq.sim import GripperModel, RobotiqSim
 from vla_runtime.drivers.ur.arm import URConfig, open_arm
@@ -28,21 +28,8 @@ from vla_runtime.runtime.scheduler import Scheduler, SchedulerConfig
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.fixture(params=["dynamixel", "feetech"])
-def rig(request):
-    made = []
-
-    def build(**kw):
-        made.append(ServoRig(request.param, **kw))
-        return made[-1]
-
-    yield build
-    for r in made:
-        r.close()
-
-
-def test_warm_up_slower_than_the_bus_watchdog_runs_before_torque_and_trips_nothing(rig):
-    r = rig(watchdog_s=0.1)  # 100 ms device watchdog, 0.4 s first inference
+def test_warm_up_slower_than_the_bus_watchdog_runs_before_torque_and_trips_nothing(servo_rig):
+    r = servo_rig(watchdog_s=0.1)  # 100 ms device watchdog, 0.4 s first inference
     torque_at_warmup = []
     policy = ReachPolicy(warmup_s=0.4, on_infer=lambda n: n == 0 and torque_at_warmup.append(r.torque()))
     result = r.run(policy, steps=10)
@@ -53,8 +40,8 @@ def test_warm_up_slower_than_the_bus_watchdog_runs_before_torque_and_trips_nothi
         assert not any(s.watchdog_tripped for s in r.sim.servos.values())
 
 
-def test_default_on_stop_holds_torque_on_and_reads_it_back(rig):
-    r = rig()
+def test_default_on_stop_holds_torque_on_and_reads_it_back(servo_rig):
+    r = servo_rig()
     result = r.run(ReachPolicy(), steps=6)
     assert result.stop_reason == "completed"
     assert all(r.torque().values())  # arm and jaw still energised: a held object stays held
@@ -65,23 +52,23 @@ def test_default_on_stop_holds_torque_on_and_reads_it_back(rig):
     assert r.arm.state.value == "inactive" and r.arm.holding
 
 
-def test_on_stop_limp_turns_torque_off(rig):
-    r = rig()
+def test_on_stop_limp_turns_torque_off(servo_rig):
+    r = servo_rig()
     result = r.run(ReachPolicy(), steps=4, stop=StopConfig(on_stop="limp"))
     assert not any(r.torque().values())
     assert f"torque off at ids {list(ARM_IDS)} (read back)" in result.stopped
 
 
-def test_hold_for_a_time_then_release(rig):
-    r = rig()
+def test_hold_for_a_time_then_release(servo_rig):
+    r = servo_rig()
     t0 = time.monotonic()
     result = r.run(ReachPolicy(), steps=3, stop=StopConfig(on_stop="hold", hold_s=0.3))
     assert time.monotonic() - t0 >= 0.3
     assert not any(r.torque().values()) and "torque off" in result.stopped
 
 
-def test_on_stop_park_walks_to_the_park_pose_and_holds_there(rig):
-    r = rig()
+def test_on_stop_park_walks_to_the_park_pose_and_holds_there(servo_rig):
+    r = servo_rig()
     park = (0.3, -0.3, 0.2, 0.0, -0.1)
     result = r.run(ReachPolicy(), steps=3, stop=StopConfig(on_stop="park", park=park, park_timeout_s=5.0))
     assert result.stop_reason == "completed"
@@ -90,8 +77,8 @@ def test_on_stop_park_walks_to_the_park_pose_and_holds_there(rig):
     assert all(r.torque().values())
 
 
-def test_sigterm_mid_run_takes_the_safe_stop_and_is_reported(rig):
-    r = rig()
+def test_sigterm_mid_run_takes_the_safe_stop_and_is_reported(servo_rig):
+    r = servo_rig()
     before = signal.getsignal(signal.SIGTERM)
     policy = ReachPolicy(on_infer=lambda n: n == 3 and os.kill(os.getpid(), signal.SIGTERM))
     result = r.run(policy, steps=200)
@@ -101,16 +88,16 @@ def test_sigterm_mid_run_takes_the_safe_stop_and_is_reported(rig):
     assert signal.getsignal(signal.SIGTERM) is before
 
 
-def test_a_signal_during_warm_up_never_activates(rig):
-    r = rig()
+def test_a_signal_during_warm_up_never_activates(servo_rig):
+    r = servo_rig()
     policy = ReachPolicy(on_infer=lambda n: n == 0 and os.kill(os.getpid(), signal.SIGHUP))
     result = r.run(policy, steps=50)
     assert result.signal == "SIGHUP" and result.ticks == 0
     assert not any(r.torque().values())
 
 
-def test_port_gone_is_reported_as_could_not_confirm(rig):
-    r = rig()
+def test_port_gone_is_reported_as_could_not_confirm(servo_rig):
+    r = servo_rig()
     policy = ReachPolicy(on_infer=lambda n: n == 3 and r.sim.vanish())
     result = r.run(policy, steps=50)
     assert result.stop_reason.startswith("error")
