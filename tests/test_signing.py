@@ -142,3 +142,17 @@ def test_signed_real_bundle_runs_on_a_robot_with_the_key(tiny_bundle_copy, tmp_p
     with load_policy(bundle, trusted_keys=store(tmp_path, keys, "ci-2027", "ci-2026"), threads=1) as policy:
         chunk = policy.infer(Frame(np.zeros((32, 32, 3), np.uint8), 0.0), "pick up the red block")
     assert np.isfinite(chunk.actions).all()
+
+
+def test_parity_of_an_unsigned_build_runs_on_a_workstation_with_a_trust_store(tmp_path, keys, monkeypatch, tiny_bundle):
+    """Signing comes after the build, so the build's parity must not demand a signature."""
+    from vla_runtime.export.checkpoint import from_preset
+    from vla_runtime.export.parity import run_parity
+    from vla_runtime.runtime.bundle import BundleError, open_bundle
+
+    bundle = tiny_bundle("parallel")
+    monkeypatch.setenv("VLA_RUNTIME_TRUSTED_KEYS", str(store(tmp_path, keys, "ci-2026")))
+    with pytest.raises(BundleError):
+        load_policy(bundle)  # the robot path still refuses the unsigned bundle
+    report = run_parity(from_preset("tiny", "parallel", seed=0).model, bundle, open_bundle(bundle).manifest)
+    assert report["passed"] is True
