@@ -14,6 +14,9 @@ EXIT_GATE_FAILED = 3  # the bundle was written but is marked failed
 
 
 def register(subparsers) -> None:
+    from vla_runtime.runtime.cmd_eval import EPISODE_STEPS
+    from vla_runtime.runtime.sim.tasks import HELD_OUT_SEED_START
+
     p = subparsers.add_parser(
         "quantize",
         help="INT8 bundle from an FP32 bundle, calibrated on recorded episodes, gated on held-out frames",
@@ -64,6 +67,15 @@ def register(subparsers) -> None:
     g.add_argument("--min-token-agreement", type=float, default=0.90, help="tokens/parallel heads (default 0.90)")
     g.add_argument("--min-flow-cosine", type=float, default=0.99, help="flow head (default 0.99)")
     g.add_argument("--max-flow-error", type=float, default=0.10, help="flow head, normalised units (default 0.10)")
+    b = p.add_argument_group("closed-loop behaviour gate (simulator bundles only)")
+    b.add_argument("--behaviour-episodes", type=int, default=0, metavar="N",
+                   help="also run FP32 and INT8 on the same N held-out sim seeds and compare success (default 0: off)")
+    b.add_argument("--behaviour-seed", type=int, default=HELD_OUT_SEED_START,
+                   help=f"first held-out sim seed; episode i uses seed+i (default {HELD_OUT_SEED_START})")
+    b.add_argument("--behaviour-steps", type=int, default=EPISODE_STEPS,
+                   help=f"ticks per episode (default {EPISODE_STEPS})")
+    b.add_argument("--max-success-drop", type=float, default=5.0, metavar="POINTS",
+                   help="fail when INT8 success is more than this many percentage points below FP32 (default 5)")
     p.add_argument("--force", action="store_true", help="replace a non-empty --out directory")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -71,6 +83,7 @@ def register(subparsers) -> None:
 
 def options_from_args(args: argparse.Namespace):
     """Typed options from the command line; a bad value is a one-line UserError."""
+    from vla_runtime.calibration.behaviour import BehaviourOptions
     from vla_runtime.calibration.cpu_fast import CpuFastConfig
     from vla_runtime.calibration.gate import GateThresholds
     from vla_runtime.calibration.pipeline import QuantizeOptions
@@ -94,11 +107,13 @@ def options_from_args(args: argparse.Namespace):
             min_flow_cosine=args.min_flow_cosine,
             max_flow_error=args.max_flow_error,
         )
+        behaviour = BehaviourOptions(episodes=args.behaviour_episodes, first_seed=args.behaviour_seed,
+                                     steps=args.behaviour_steps, max_success_drop=args.max_success_drop)
         if args.threads is not None and args.threads < 1:
             raise ValueError("--threads must be >= 1")
         return QuantizeOptions(
             variant=args.variant, calib_frames=args.calib_frames, gate_frames=args.gate_frames, seed=args.seed,
-            threads=args.threads, qdq=qdq, cpu_fast=cpu_fast, thresholds=thresholds,
+            threads=args.threads, qdq=qdq, cpu_fast=cpu_fast, thresholds=thresholds, behaviour=behaviour,
             progress=not args.no_progress, force=args.force,
         )
     except ValueError as exc:
@@ -106,6 +121,7 @@ def options_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    from vla_runtime.calibration.behaviour import BehaviourInputError
     from vla_runtime.calibration.pipeline import QuantizeInputError, quantize_bundle
     from vla_runtime.calibration.quantize import QuantizeError
     from vla_runtime.runtime.backends import BackendError
@@ -118,7 +134,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         source = open_source(args.calib, instructions=args.instructions, camera=args.camera)
         report = quantize_bundle(args.bundle, source, args.out, opts)
-    except (CalibDataError, QuantizeInputError, QuantizeError, PackError, BundleError, BackendError) as exc:
+    except (CalibDataError, QuantizeInputError, BehaviourInputError, QuantizeError, PackError, BundleError,
+            BackendError) as exc:
         raise UserError(str(exc)) from None
     print(format_gate(report))
     if not report["passed"]:

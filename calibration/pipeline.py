@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
+from vla_runtime.calibration.behaviour import BehaviourOptions, compare_behaviour, sim_robot_for
 from vla_runtime.calibration.collect import load_frames, replay, representative, sample_counts
 from vla_runtime.calibration.cpu_fast import CpuFastConfig, quantize_cpu_fast
 from vla_runtime.calibration.gate import GateThresholds, graph_metrics, judge
@@ -46,6 +47,7 @@ class QuantizeOptions:
     qdq: QdqConfig = field(default_factory=QdqConfig)  # QDQ recipe; its exclusions apply to cpu-fast too
     cpu_fast: CpuFastConfig = field(default_factory=CpuFastConfig)  # cpu-fast recipe
     thresholds: GateThresholds = field(default_factory=GateThresholds)
+    behaviour: BehaviourOptions = field(default_factory=BehaviourOptions)  # closed-loop stage; off by default
     progress: bool = True  # tqdm bars on stderr
     force: bool = False  # replace a non-empty --out
 
@@ -68,6 +70,8 @@ def quantize_bundle(source_dir: str | Path, calib: CalibSource, out_dir: str | P
         raise QuantizeInputError(
             f"{source.root.name} holds {', '.join(not_fp32)}; quantize the FP32 ONNX bundle it was made from"
         )
+    if opts.behaviour.episodes:  # refused before any work, not after minutes of calibration
+        sim_robot_for(manifest, source.root.name)
     roles = HEAD_GRAPHS[manifest.head]
     plan = plan_samples(calib.episode_lengths(), opts.calib_frames, opts.gate_frames, seed=opts.seed)
     calib_frames = load_frames(calib, plan.calibration, "calibration frames", opts.progress)
@@ -114,8 +118,20 @@ def quantize_bundle(source_dir: str | Path, calib: CalibSource, out_dir: str | P
             "samples": sample_counts(chosen),
         },
     )
+    if opts.behaviour.episodes:
+        add_behaviour(report, compare_behaviour(source.root, out, opts.behaviour, threads=opts.threads,
+                                                progress=opts.progress, label=VARIANTS[opts.variant]))
     set_gate(out, report)
     return report
+
+
+def add_behaviour(report: dict, behaviour: dict) -> None:
+    """Fold the closed-loop verdict into the gate: either stage failing fails the bundle."""
+    report["behaviour"] = behaviour
+    if not behaviour["passed"]:
+        report["failures"] = [*report["failures"], f"closed loop: {behaviour['summary']}"]
+        report["passed"] = False
+        report["summary"] = "; ".join(report["failures"])
 
 
 def run_gate(source_dir: Path, quantized_dir: Path, frames, opts: QuantizeOptions) -> dict:

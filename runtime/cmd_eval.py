@@ -82,7 +82,13 @@ def scripted_setup() -> PolicySetup:
 def bundle_setup(args) -> PolicySetup:
     from vla_runtime.runtime.assemble import open_policy
 
-    policy, m, label = open_policy(args)
+    policy, _, label = open_policy(args)
+    return loaded_setup(policy, label)
+
+
+def loaded_setup(policy, label: str) -> PolicySetup:
+    """A loaded bundle policy as a batch-runner setup; closing the setup closes the policy."""
+    m = policy.manifest
     return PolicySetup(lambda world, block: policy, m.action.kind, m.action.dim, m.action.horizon,
                        m.control.rate_hz, m.control.replan_every, m.safety, label,
                        tuple(m.preprocess.camera_views), m.action, policy.close)

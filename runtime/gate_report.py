@@ -52,6 +52,7 @@ def format_gate(gate: Mapping | None) -> str:
             mark = "  <- lost most" if role == gate.get("worst_graph") else ""
             lines.append(f"  {role:<10} {precision:<9} {row.get('cosine', 0):>9.5f} {row.get('max_abs', 0):>10.3g}"
                          f"  {row.get('worst_output', '')}{mark}")
+    lines.extend(behaviour_lines(gate.get("behaviour")))
     calib = gate.get("calibration")
     if calib:
         counts = ", ".join(f"{r} {c.get('samples')} ({c.get('steps')} step{'s' if c.get('steps') != 1 else ''})"
@@ -59,3 +60,22 @@ def format_gate(gate: Mapping | None) -> str:
         lines.append(f"  calibration: {calib.get('source', '?')}; {calib.get('frames')} frames, "
                      f"{calib.get('method')}; inputs per graph: {counts}")
     return "\n".join(lines)
+
+
+def behaviour_lines(behaviour: Mapping | None) -> list[str]:
+    """The closed-loop stage: both success rates with their intervals, the drop and its limit."""
+    if not behaviour:
+        return []
+    seeds = behaviour.get("seeds", [])
+    span = f"seeds {seeds[0]}..{seeds[-1]}" if seeds else "no seeds"
+    limit = behaviour.get("options", {}).get("max_success_drop")
+    lines = [f"  closed loop: {'PASSED' if behaviour.get('passed') else 'FAILED'} ({len(seeds)} paired sim episodes, "
+             f"{span}); success drop {behaviour.get('success_drop_points', 0):.1f} points (<= {limit:g})"]
+    for name in ("fp32", "quantized"):
+        rate = behaviour.get(name, {})
+        low, high = rate.get("wilson95", (0.0, 0.0))
+        lines.append(f"    {name:<9} {rate.get('successes')}/{rate.get('episodes')} = "
+                     f"{100 * rate.get('success_rate', 0):.1f} % (95 % CI {100 * low:.1f}-{100 * high:.1f} %)")
+    lines.append(f"    discordant seeds: fp32 only {behaviour.get('only_fp32_succeeded', 0)}, "
+                 f"quantized only {behaviour.get('only_quantized_succeeded', 0)}")
+    return lines
