@@ -187,6 +187,9 @@ def quantize_qdq(
     extra = {
         "ActivationSymmetric": True,  # zero point 0 for activations: TensorRT's only scheme
         "WeightSymmetric": True,
+        # Biases stay float: an int32-quantized bias (zero point int32) is not the symmetric int8
+        # TensorRT takes, and it fuses a float bias into the int8 conv/matmul anyway.
+        "QuantizeBias": False,
         "DedicatedQDQPair": True,  # TensorRT cannot share one Q/DQ pair between consumers
         # Q/DQ only on the inputs of int8 ops (TensorRT's placement rule); their float outputs
         # then reach softmax, norms and the graph outputs without an extra rounding step.
