@@ -17,6 +17,7 @@ SUBCOMMANDS = {
     "keygen": "vla_runtime.export.cmd_keygen",
     "sign": "vla_runtime.export.cmd_sign",
     "train": "vla_runtime.export.cmd_train",
+    "dagger": "vla_runtime.export.cmd_dagger",
 }
 
 

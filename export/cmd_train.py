@@ -40,14 +40,18 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=d.seed, help="seed of the weights, batches and noise (default 0)")
     p.add_argument("--threads", type=int, default=d.threads, help=f"torch CPU threads (default {d.threads})")
     p.add_argument("--max-episodes", type=int, metavar="N", help="use only the first N episodes")
+    p.add_argument("--relabelled", action="append", default=[], metavar="FILE",
+                   help="observations the expert labelled (`vla-export dagger`); repeatable, added to --data")
+    p.add_argument("--init", metavar="CKPT", help="continue from this checkpoint (its weights and action statistics)"
+                   " instead of the preset's seeded random weights")
     p.add_argument("--force", action="store_true", help="overwrite an existing checkpoint directory")
     p.set_defaults(func=cmd_train)
 
 
 def cmd_train(args) -> int:
-    from vla_runtime.export.checkpoint import from_preset, save_checkpoint
+    from vla_runtime.export.checkpoint import CheckpointError, from_preset, load_checkpoint, save_checkpoint
     from vla_runtime.export.train import TrainConfig, train
-    from vla_runtime.export.train_data import TrainDataError, load_demonstrations
+    from vla_runtime.export.train_data import TrainDataError, load_demonstrations, load_relabelled, merge
 
     out = Path(args.out)
     if out.exists() and any(out.iterdir()) and not args.force:
@@ -57,12 +61,22 @@ def cmd_train(args) -> int:
                           threads=args.threads)
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    source = from_preset(args.preset, args.head, seed=args.seed)
+    try:
+        source = load_checkpoint(args.init, head=args.head) if args.init else from_preset(args.preset, args.head,
+                                                                                          seed=args.seed)
+    except CheckpointError as exc:
+        raise UserError(f"--init: {exc}") from None
     m = source.cfg
     try:
-        data = load_demonstrations(args.data, source.tokenizer, m.image_size, m.horizon, m.bins, args.max_episodes)
+        data = load_demonstrations(args.data, source.tokenizer, m.image_size, m.horizon, m.bins, args.max_episodes,
+                                   norm=source.norm if args.init else None)
+        extra = [load_relabelled(f, source.tokenizer, data.norm, m.image_size, m.horizon, m.bins)
+                 for f in args.relabelled]
     except TrainDataError as exc:
         raise UserError(str(exc)) from None
+    if extra:
+        data = merge([data, *extra])
+        print(f"relabelled: {sum(len(x) for x in extra)} observations from {', '.join(args.relabelled)}")
     print(f"data: {len(set(data.episode.tolist()))} episodes, {len(data)} frames, "
           f"{len(data.tasks)} instructions from {args.data}", flush=True)
     result = train(source.model, data, cfg)
@@ -73,6 +87,8 @@ def cmd_train(args) -> int:
         "preset": args.preset,
         "head": args.head,
         "config": dataclasses.asdict(cfg),
+        "init": args.init,
+        "relabelled": list(args.relabelled),
         "data": {"path": str(args.data), "episodes": len(set(data.episode.tolist())), "frames": len(data),
                  "tasks": list(data.tasks)},
         "seconds": round(result.seconds, 1),

@@ -48,9 +48,21 @@ class Demonstrations:
         return len(self.images)
 
 
+def task_prompts(tokenizer, tasks) -> dict[str, np.ndarray]:
+    """Instruction -> int64 [T] prompt ids, exactly as the runtime tokenizes them."""
+    bos = tokenizer.token_to_id(BOS)
+    return {t: np.asarray(prompt_ids(lambda text: tokenizer.encode(text, add_special_tokens=False).ids,
+                                     PROMPT_TEMPLATE, t, bos, MAX_PROMPT_TOKENS), dtype=np.int64)
+            for t in sorted(set(tasks))}
+
+
 def load_demonstrations(path: str | Path, tokenizer, image_size: int, horizon: int, bins: int,
-                        max_episodes: int | None = None) -> Demonstrations:
-    """Read every episode under `path` into training tensors (one pass, frames resized once)."""
+                        max_episodes: int | None = None, norm: NormStats | None = None) -> Demonstrations:
+    """Read every episode under `path` into training tensors (one pass, frames resized once).
+
+    `norm` (a checkpoint's statistics, when training continues from it) keeps its bins; without
+    it the statistics are measured on these demonstrations.
+    """
     try:
         source = open_source(path)
     except CalibDataError as exc:
@@ -68,15 +80,13 @@ def load_demonstrations(path: str | Path, tokenizer, image_size: int, horizon: i
             images.append(pre.resize(f.image).copy())  # uint8 [S, S, 3]
             actions.append(f.action)
             if f.task not in cache:
-                ids = prompt_ids(lambda text: tokenizer.encode(text, add_special_tokens=False).ids, PROMPT_TEMPLATE,
-                                 f.task, tokenizer.token_to_id(BOS), MAX_PROMPT_TOKENS)  # as the runtime does
-                cache[f.task] = np.asarray(ids, dtype=np.int64)
+                cache.update(task_prompts(tokenizer, [f.task]))
             prompts.append(cache[f.task])
             episode.append(e)
     if not actions:
         raise TrainDataError(f"{path}: the episodes hold no frames; record some demonstrations first")
     raw = np.stack(actions).astype(np.float64)  # [N, D] physical units
-    norm = stats_from_actions(raw)
+    norm = norm if norm is not None else stats_from_actions(raw)
     normalized = np.clip(ActionNormalizer(norm, norm.dim).normalize(raw), -1.0, 1.0).astype(np.float32)  # [N, D]
     ep = np.asarray(episode, dtype=np.int64)
     index = np.arange(len(raw))
@@ -93,4 +103,54 @@ def load_demonstrations(path: str | Path, tokenizer, image_size: int, horizon: i
         episode=ep,
         norm=norm,
         tasks=tuple(sorted(cache)),
+    )
+
+
+def load_relabelled(path: str | Path, tokenizer, norm: NormStats, image_size: int, horizon: int,
+                    bins: int) -> Demonstrations:
+    """A `vla-export dagger` file as training samples, normalised with `norm` (the demonstrations')."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            doc = {k: f[k] for k in f.files}
+    except (OSError, ValueError) as exc:
+        raise TrainDataError(f"{path}: not a labelled-observations file from `vla-export dagger` ({exc})") from None
+    missing = {"images", "tasks", "labels", "past", "episode", "image_size", "bins"} - set(doc)
+    if missing:
+        raise TrainDataError(f"{path}: missing {', '.join(sorted(missing))}; collect it with `vla-export dagger`")
+    if int(doc["image_size"]) != image_size or int(doc["bins"]) != bins:
+        raise TrainDataError(f"{path}: collected at {int(doc['image_size'])} px / {int(doc['bins'])} bins but the "
+                             f"model takes {image_size} px / {bins} bins; collect with a bundle of this model")
+    labels = doc["labels"]  # [N, H', D] physical units
+    if labels.shape[1] < horizon or labels.shape[2] != norm.dim:
+        raise TrainDataError(f"{path}: labels {labels.shape[1:]} do not cover horizon {horizon} x {norm.dim} dims")
+    flat = labels[:, :horizon].reshape(-1, norm.dim).astype(np.float64)
+    targets = np.clip(ActionNormalizer(norm, norm.dim).normalize(flat), -1.0, 1.0).astype(np.float32)
+    prompts = task_prompts(tokenizer, doc["tasks"].tolist())
+    logger.info("relabelled: %d observations from %s", len(labels), path)
+    return Demonstrations(
+        images=doc["images"],
+        prompts=[prompts[t] for t in doc["tasks"].tolist()],
+        targets=targets.reshape(len(labels), horizon, norm.dim),  # [N, H, D]
+        past=doc["past"].astype(np.int64),
+        episode=doc["episode"].astype(np.int64),
+        norm=norm,
+        tasks=tuple(sorted(prompts)),
+    )
+
+
+def merge(parts: list[Demonstrations]) -> Demonstrations:
+    """One sample set from several; episode ids stay distinct, the first part's statistics hold."""
+    offset, episodes = 0, []
+    for p in parts:
+        episodes.append(p.episode + offset)
+        offset += int(p.episode.max()) + 1
+    return Demonstrations(
+        images=np.concatenate([p.images for p in parts]),
+        prompts=[q for p in parts for q in p.prompts],
+        targets=np.concatenate([p.targets for p in parts]),
+        past=np.concatenate([p.past for p in parts]),
+        episode=np.concatenate(episodes),
+        norm=parts[0].norm,
+        tasks=tuple(sorted({t for p in parts for t in p.tasks})),
     )

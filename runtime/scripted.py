@@ -29,6 +29,10 @@ class GraspScript:
     lift_height: float = 0.2  # metres above the table after grasping
     tolerance: float = 0.008  # metres; a goal closer than this counts as reached
     close_ticks: int = 2  # inferences spent closing the fingers before lifting; short, so a cloned policy never waits
+    # Labelling states another policy visits (DAgger): the phase follows the measured state, so a
+    # gripper that closed beside or above the block is told to open and go back, never to lift.
+    recover: bool = False
+    held_radius: float = 0.03  # metres; a block farther than this from the fingers is not held
 
     def __post_init__(self):
         if self.horizon < 1 or self.step <= 0 or not 0 < self.gain <= 1 or self.tolerance <= 0 or self.close_ticks < 1:
@@ -53,6 +57,8 @@ class ScriptedGraspPolicy(Policy):
         block = self.block_position()
         pos = state.ee_position
         gripper = 1.0
+        if s.recover:
+            self._recover(pos, block)
         if self.phase == "reach":
             goal = block + [0.0, 0.0, s.approach_height]
             if np.linalg.norm(goal - pos) < s.tolerance:
@@ -81,3 +87,16 @@ class ScriptedGraspPolicy(Policy):
             p = p + delta
         self.stage_times = {"decode_actions": time.perf_counter() - t}
         return ActionChunk(actions, EE_DELTA_NAMES, frame.t_capture)
+
+    def _recover(self, pos: np.ndarray, block: np.ndarray) -> None:
+        """Re-derive the phase from where the fingers are, for states this script did not lead to."""
+        s = self.script
+        aligned = float(np.linalg.norm((pos - block)[:2])) < s.tolerance  # above the block, m
+        if self.phase == "reach" and aligned and pos[2] <= block[2] + s.approach_height + s.tolerance:
+            self.phase = "descend"  # already lined up lower than the approach point: go straight down
+        elif self.phase == "descend" and float(np.linalg.norm((pos - block)[:2])) > 2 * s.tolerance:
+            self.phase = "reach"  # drifted sideways on the way down
+        elif self.phase in ("close", "lift") and float(np.linalg.norm(pos - block - [0, 0, s.grasp_height])) > (
+            s.held_radius
+        ):
+            self.phase, self._closing = "reach", 0  # closed on nothing, or dropped it: open and go again
