@@ -142,6 +142,34 @@ def flow_times(steps: int) -> np.ndarray:
     return np.array([1.0 - k / steps for k in range(steps)], dtype=np.float32)
 
 
+def flow_time_embedding(t: float, width: int, min_period: float, max_period: float) -> np.ndarray:
+    """float32 [1, width]: pi0's sine-cosine embedding of flow time t, computed in float64.
+
+    Periods run geometrically from `min_period` to `max_period` (LeRobot / openpi: 4e-3 .. 4.0);
+    the first half holds sin(2 pi t / period), the second cos. Periods of milliseconds need
+    float64 arguments to match LeRobot, which is why the graph takes this as an input.
+    """
+    fraction = np.linspace(0.0, 1.0, width // 2, dtype=np.float64)
+    period = min_period * (max_period / min_period) ** fraction  # [W/2]
+    angle = (1.0 / period * 2 * np.pi) * np.float64(np.float32(t))  # [W/2]
+    return np.concatenate([np.sin(angle), np.cos(angle)])[None].astype(np.float32)
+
+
+def state_prompt_bins(normalized_state: np.ndarray) -> str:
+    """pi0.5's state in the prompt: each normalised value's bin of 256 over [-1, 1], space separated.
+
+    Values below -1 land in bin -1 and values at or above the last edge in 255, exactly as
+    LeRobot's `np.digitize(x, linspace(-1, 1, 257)[:-1]) - 1`.
+    """
+    bins = np.digitize(np.asarray(normalized_state, np.float32), bins=np.linspace(-1, 1, 256 + 1)[:-1]) - 1
+    return " ".join(str(int(b)) for b in bins)
+
+
+def pi05_task_text(task: str) -> str:
+    """The task as pi0.5 writes it into its prompt (underscores and newlines become spaces)."""
+    return task.strip().replace("_", " ").replace("\n", " ")
+
+
 # -- normalisation -------------------------------------------------------------------------------
 
 
@@ -209,8 +237,11 @@ __all__ = [
     "bin_edges",
     "discretize",
     "flow_noise",
+    "flow_time_embedding",
     "flow_times",
+    "pi05_task_text",
     "prompt_ids",
     "render_prompt",
+    "state_prompt_bins",
     "token_position",
 ]
