@@ -1,4 +1,4 @@
-"""`vla-export engine BUNDLE --precision fp16|int8 --out DIR`: TensorRT engines, built on the target.
+"""`vla-export engine BUNDLE --precision fp16|int8|fp32 --out DIR`: TensorRT engines, built on the target.
 
 Everything checkable without a GPU is checked first (bundle, gate, precision, profile
 shapes), so a wrong request fails in one line on any machine; only then is TensorRT needed.
@@ -25,10 +25,12 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "engine",
         help="build TensorRT engines from a bundle's ONNX graphs (run this on the robot's GPU)",
-        description="FP16 engines from an FP32 bundle, INT8 engines from a QDQ bundle (vla-export quantize).",
+        description="FP16 engines from an FP32 bundle, INT8 engines from a QDQ bundle (vla-export quantize), "
+        "FP32 engines (FP16 off) from an FP32 bundle.",
     )
-    p.add_argument("bundle", help="ONNX bundle: FP32 (for fp16) or QDQ int8 (for int8)")
-    p.add_argument("--precision", required=True, help="fp16 or int8 (anything else is refused)")
+    p.add_argument("bundle", help="ONNX bundle: FP32 (for fp16 or fp32) or QDQ int8 (for int8)")
+    p.add_argument("--precision", required=True, help="fp16, int8 or fp32 (FP16 off, e.g. for a model that "
+                   "overflows in fp16); anything else is refused")
     p.add_argument("--out", required=True, help="directory for the engine bundle")
     p.add_argument("--workspace-mb", type=int, default=2048, help="TensorRT scratch memory in MiB (default 2048)")
     p.add_argument("--opt-level", type=int, default=3, help="builder optimization level 0..5 (default 3)")

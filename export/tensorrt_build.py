@@ -22,6 +22,9 @@ Precision rules:
   always strongly typed, so Q/DQ nodes give int8 and every other layer keeps the ONNX type
   (fp32). ``int8`` builds that way; ``fp16`` needs graphs already converted to fp16 (ModelOpt
   AutoCast) and is refused with that fix. ``--strongly-typed`` selects the same mode on 10.x.
+- ``fp32`` (FP16 off): FP32 bundle; TensorRT 10.x builds weakly typed with no reduced-precision
+  flag, 11 (or ``--strongly-typed``) takes fp32 from the graph. For a model whose activations
+  overflow fp16 beyond the pinned layers; slower, any GPU.
 - anything else (fp8, fp4, int4, bf16) is refused here; cpu-fast graphs (contrib ops) too.
 """
 
@@ -38,7 +41,7 @@ from vla_runtime.runtime.manifest import Manifest
 
 logger = logging.getLogger(__name__)
 
-PRECISIONS = ("fp16", "int8")
+PRECISIONS = ("fp16", "int8", "fp32")
 _MIN_CC = {"fp16": (5, 3), "int8": (6, 1)}  # TensorRT's hardware support for fast fp16 / int8
 # layer types computed in fp32 under fp16 builds (TensorRT LayerType names)
 FP32_TYPES = ("NORMALIZATION", "SOFTMAX", "REDUCE")
@@ -52,7 +55,7 @@ class EngineError(ValueError):
 
 @dataclass(frozen=True)
 class EngineConfig:
-    precision: str  # "fp16" or "int8"
+    precision: str  # "fp16", "int8" or "fp32" (FP16 off: every float layer in fp32)
     workspace_mb: int = 2048  # MiB of scratch memory TensorRT may use per layer (Orin shares it with the CPU)
     optimization_level: int = 3  # builder effort 0..5; 3 is TensorRT's default
     shapes: Mapping[str, Range] = field(default_factory=dict)  # symbol -> (min, opt, max) overrides
@@ -76,7 +79,7 @@ def check_precision(manifest: Manifest, precision: str, compute_capability: str 
     """Refuse a precision the bundle's graphs or the target GPU cannot honour, naming the fix."""
     if precision not in PRECISIONS:
         raise EngineError(
-            f"precision {precision!r} is not supported for TensorRT 10 engines here; choose fp16 or int8"
+            f"precision {precision!r} is not supported for TensorRT 10 engines here; choose fp16, int8 or fp32"
         )
     graphs = manifest.graphs
     cpu_only = [r for r, g in graphs.items() if g.precision == "int8-cpu"]
@@ -91,14 +94,17 @@ def check_precision(manifest: Manifest, precision: str, compute_capability: str 
     qdq = [r for r, g in graphs.items() if g.precision == "int8"]
     if precision == "int8" and not qdq:
         raise EngineError("this bundle has no QDQ graphs; run `vla-export quantize --variant qdq` and build from that")
-    if precision == "fp16" and qdq:
+    if precision in ("fp16", "fp32") and qdq:
         raise EngineError(
             f"graphs {qdq} hold int8 Q/DQ nodes; build --precision int8 (float layers then run in fp16) "
-            "or build fp16 from the FP32 bundle"
+            f"or build {precision} from the FP32 bundle"
         )
+    half = [r for r, g in graphs.items() if g.precision == "fp16"]
+    if precision == "fp32" and half:
+        raise EngineError(f"graphs {half} are fp16 ONNX graphs; build --precision fp32 from an fp32 bundle")
     if compute_capability is not None:
         major, minor = (int(x) for x in compute_capability.split(".")[:2])
-        need = _MIN_CC[precision]
+        need = _MIN_CC.get(precision, (0, 0))  # fp32 runs on every GPU TensorRT supports
         if (major, minor) < need:
             raise EngineError(
                 f"{precision} needs compute capability >= {need[0]}.{need[1]}; this GPU is {compute_capability}"
@@ -106,7 +112,9 @@ def check_precision(manifest: Manifest, precision: str, compute_capability: str 
 
 
 def graph_precision(bundle_precision: str, requested: str) -> str:
-    """Manifest precision of one engine: QDQ graphs become int8, float graphs fp16."""
+    """Manifest precision of one engine: QDQ graphs become int8, float graphs fp16 (fp32 when asked)."""
+    if requested == "fp32":
+        return "fp32"
     return "int8" if requested == "int8" and bundle_precision == "int8" else "fp16"
 
 
@@ -132,6 +140,8 @@ def build_recipe(precision: str, trt_version: str, strongly_typed: bool = False)
                 "a QDQ bundle, or use TensorRT 10.x"
             )
         return BuildRecipe(strongly_typed=True, flags=(), pin_fp32=False)
+    if precision == "fp32":  # weak typing with no reduced-precision flag: every layer stays fp32
+        return BuildRecipe(strongly_typed=False, flags=(), pin_fp32=False)
     flags = ("FP16", "INT8") if precision == "int8" else ("FP16",)
     return BuildRecipe(strongly_typed=False, flags=flags + ("PREFER_PRECISION_CONSTRAINTS",), pin_fp32=True)
 

@@ -53,7 +53,8 @@ def open_policy(args):
             raise UserError(str(exc)) from None
     try:
         policy = load_policy(bundle_dir, backend=args.backend, allow_failed_gate=args.allow_failed_gate,
-                             trusted_keys=getattr(args, "trusted_keys", None))
+                             trusted_keys=getattr(args, "trusted_keys", None),
+                             gpu_fp16=getattr(args, "precision", "fp16") != "fp32")
     except (BundleError, BackendError, ValueError) as exc:
         raise UserError(str(exc)) from None
     m = policy.manifest

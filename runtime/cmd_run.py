@@ -68,6 +68,10 @@ def add_timing_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hz", type=float, help="control rate in Hz (default: the bundle's control.rate_hz)")
     p.add_argument("--backend", default="auto", choices=("auto", "cpu", "cuda", "tensorrt"),
                    help="device that runs the graphs (default auto)")
+    p.add_argument("--precision", default="fp16", choices=("fp16", "fp32"),
+                   help="float precision the onnxruntime TensorRT provider may use for an fp32 bundle: fp16 "
+                   "(default, faster) or fp32 (FP16 off: a model that overflows in fp16); native engines keep "
+                   "the precision they were built with (vla-export engine --precision)")
     p.add_argument("--allow-failed-gate", action="store_true", help="run a bundle whose INT8 accuracy gate failed")
     p.add_argument("--trusted-keys", metavar="DIR", help="trust store of signing keys (*.pub); default "
                    "$VLA_RUNTIME_TRUSTED_KEYS or /etc/vla-runtime/trusted-keys when it exists")

@@ -169,11 +169,13 @@ def load_policy(
     spin: bool = False,
     exact_preprocess: bool = False,
     trusted_keys: str | Path | None = None,
+    gpu_fp16: bool = True,
 ) -> BundlePolicy:
     """Verify a bundle, pick a backend, create every session once; refuse with one line otherwise.
 
     Raises BundleError (bundle untrusted, gate failed, wrong target) or BackendError (the
-    requested backend cannot run here); both messages name the fix.
+    requested backend cannot run here); both messages name the fix. `gpu_fp16=False` keeps
+    the onnxruntime TensorRT provider from running an fp32 graph's float layers in fp16.
     """
     bundle = open_bundle(bundle_dir, verify=verify)
     if verify:  # trusted_keys None: the default store ($VLA_RUNTIME_TRUSTED_KEYS or /etc/...), if any
@@ -202,6 +204,7 @@ def load_policy(
         options = BackendOptions(
             threads=threads,
             spin=spin,
+            gpu_fp16=gpu_fp16,
             engine_cache_dir=cache if chosen.device == "tensorrt" else None,
             profiles=_provider_profiles(manifest) if chosen.device == "tensorrt" else {},
         )

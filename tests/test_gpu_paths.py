@@ -18,7 +18,15 @@ import types
 
 import numpy as np
 import pytest
-from vla_runtime.export.tensorrt_build import EngineError, build_recipe, fp32_layers
+from vla_runtime.export.tensorrt_build import (
+    BuildRecipe,
+    EngineConfig,
+    EngineError,
+    build_engine,
+    build_recipe,
+    fp32_layers,
+    graph_precision,
+)
 from vla_runtime.runtime.backends import BackendError, BackendOptions, candidates
 from vla_runtime.runtime.backends import onnxrt as onnxrt_module
 from vla_runtime.runtime.backends import tensorrt as trt_module
@@ -75,6 +83,100 @@ def test_build_recipe_per_tensorrt_version():
         build_recipe("fp16", "11.1.0")
     with pytest.raises(EngineError, match="TensorRT 10.x or 11.x"):
         build_recipe("fp16", "8.6.1")
+
+
+def test_fp32_recipe_turns_fp16_off_on_10_and_11():
+    weak = build_recipe("fp32", "10.3.0")
+    assert weak == BuildRecipe(strongly_typed=False, flags=(), pin_fp32=False)  # no FP16 flag at all
+    assert build_recipe("fp32", "11.0.0").strongly_typed  # fp32 from the graph's own types
+    assert graph_precision("fp32", "fp32") == "fp32"
+
+
+class _FakeBuilderConfig:
+    def __init__(self):
+        self.flags, self.profiles, self.builder_optimization_level = [], [], 0
+
+    def set_memory_pool_limit(self, pool, size):
+        self.workspace = size
+
+    def set_flag(self, flag):
+        self.flags.append(flag)
+
+    def add_optimization_profile(self, profile):
+        self.profiles.append(profile)
+        return 0
+
+    def create_timing_cache(self, data):
+        return types.SimpleNamespace(serialize=lambda: b"cache")
+
+    def set_timing_cache(self, cache, ignore_mismatch):
+        return True
+
+
+def _fake_tensorrt_builder(version: str, config: _FakeBuilderConfig):
+    """TensorRT's build API as `build_engine` calls it; records the flags and network mode."""
+    network = types.SimpleNamespace(num_layers=0, get_layer=lambda i: None)
+    created = []
+
+    def create_network(mode):
+        created.append(mode)
+        return network
+
+    builder = types.SimpleNamespace(
+        create_network=create_network,
+        create_builder_config=lambda: config,
+        create_optimization_profile=lambda: types.SimpleNamespace(set_shape=lambda *a: None),
+        build_serialized_network=lambda net, cfg: b"plan",
+    )
+    trt = types.SimpleNamespace(
+        __version__=version,
+        Logger=type("Logger", (), {"WARNING": 2, "__init__": lambda self, level: None}),
+        Builder=lambda logger: builder,
+        OnnxParser=lambda net, logger: types.SimpleNamespace(parse_from_file=lambda path: True, num_errors=0),
+        NetworkDefinitionCreationFlag=types.SimpleNamespace(STRONGLY_TYPED=0),
+        MemoryPoolType=types.SimpleNamespace(WORKSPACE="workspace"),
+        BuilderFlag=types.SimpleNamespace(FP16="FP16", INT8="INT8",
+                                          PREFER_PRECISION_CONSTRAINTS="PREFER_PRECISION_CONSTRAINTS"),
+    )
+    return trt, created
+
+
+@pytest.mark.parametrize("precision, version, flags, mode", [
+    ("fp16", "10.3.0", ["FP16", "PREFER_PRECISION_CONSTRAINTS"], 0),
+    ("fp32", "10.3.0", [], 0),  # FP16 off: the builder never hears of fp16
+    ("fp32", "11.0.0", [], 1),  # strongly typed: fp32 from the graph
+])
+def test_engine_build_sets_exactly_the_precision_flags(monkeypatch, tmp_path, precision, version, flags, mode):
+    config = _FakeBuilderConfig()
+    trt, created = _fake_tensorrt_builder(version, config)
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    plan, cache = build_engine(tmp_path / "vision.onnx", {"x": ((1,), (2,), (4,))}, EngineConfig(precision))
+    assert (plan, cache) == (b"plan", b"cache")
+    assert config.flags == flags and created == [mode]
+
+
+def test_cli_precision_fp32_turns_fp16_off_on_the_tensorrt_provider(monkeypatch, tiny_bundle):
+    from vla_runtime.runtime.assemble import open_policy
+    from vla_runtime.runtime.cli import build_parser
+
+    _pretend_gpu_providers(monkeypatch)  # the TensorRT provider is configured, then fails to start here
+    seen = []
+    original = onnxrt_module.OrtBackend._tensorrt_options
+
+    def spy(self):
+        opts = original(self)
+        seen.append(opts["trt_fp16_enable"])
+        return opts
+
+    monkeypatch.setattr(onnxrt_module.OrtBackend, "_tensorrt_options", spy)
+    for flag, fp16 in ((["--precision", "fp32"], False), ([], True)):
+        seen.clear()
+        args = build_parser().parse_args(["run", "--bundle", str(tiny_bundle("parallel")), "--backend", "auto", *flag])
+        policy, _, _ = open_policy(args)
+        policy.close()
+        assert seen and set(seen) == {fp16}, (flag, seen)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["run", "--precision", "fp8"])
 
 
 def test_norms_softmax_and_rmsnorm_chain_stay_fp32():

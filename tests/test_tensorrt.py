@@ -80,6 +80,11 @@ def test_precision_refusals(tiny_bundle):
     parallel = _with_precision(open_bundle(tiny_bundle("parallel")).manifest, "int8", roles=("vision", "prefill"))
     check_precision(parallel, "int8", "8.7")  # a float head inside a QDQ bundle builds in fp16
     assert graph_precision("fp32", "int8") == "fp16" and graph_precision("int8", "int8") == "int8"
+    check_precision(fp32, "fp32", "5.0")  # FP16 off: any GPU
+    with pytest.raises(EngineError, match="hold int8 Q/DQ nodes; .* or build fp32 from the FP32 bundle"):
+        check_precision(qdq, "fp32", "8.7")
+    with pytest.raises(EngineError, match="are fp16 ONNX graphs; build --precision fp32 from an fp32 bundle"):
+        check_precision(_with_precision(fp32, "fp16"), "fp32", "8.7")
     with pytest.raises(EngineError, match="min <= opt <= max"):
         EngineConfig(precision="int8", shapes={"seq": (4, 2, 8)})
 
