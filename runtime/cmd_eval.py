@@ -110,10 +110,11 @@ def run_batch(setup: PolicySetup, desc: RobotDescription, seeds: list[int], task
         raise UserError(f"the policy emits {setup.kind} actions but {desc.source} maps actions as {desc.mapping}")
     try:
         blocks = [task_block(t) for t in tasks]
-        view = desc.cameras_for(setup.views)[0]
+        specs = desc.cameras_for(setup.views)
         limits = SafetyLimits.from_sources(setup.defaults, desc.safety, desc.joint_min, desc.joint_max,
                                            desc.joint_max_velocity)
-        loop = LoopConfig(steps, setup.replan_every, False, limits.max_consecutive_rejects, view.max_age)
+        loop = LoopConfig(steps, setup.replan_every, False, limits.max_consecutive_rejects,
+                          min(spec.max_age for spec in specs))
     except (UnknownTaskError, RobotDescriptionError, SafetyConfigError, ValueError) as exc:
         raise UserError(str(exc)) from None
     outcomes = []
@@ -132,7 +133,8 @@ def run_batch(setup: PolicySetup, desc: RobotDescription, seeds: list[int], task
                                          setup.views)
             outcome = None
             try:
-                outcome = run_sim_episode(policy, robot, cameras[view.name], world, safety, task, block, seed,
+                views = {s.name: cameras[s.name] for s in specs}
+                outcome = run_sim_episode(policy, robot, views, world, safety, task, block, seed,
                                           setup.rate_hz, loop, recorder)
             finally:
                 if recorder is not None:

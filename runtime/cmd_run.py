@@ -141,7 +141,12 @@ def _arm_kinematics(desc: RobotDescription):
 def _check_contract(policy, manifest, desc: RobotDescription, kinematics, cli_map: str | None):
     """The bundle's joint names, order and units against the robot's; nothing has opened yet."""
     from vla_runtime.runtime.joint_contract import ContractError, RobotLayout, contract_policy, parse_joint_map
+    from vla_runtime.runtime.state_input import unmet_state
 
+    problem = unmet_state(manifest.state, desc.gripper is not None)
+    if problem:
+        policy.close()
+        raise UserError(f"{desc.source}: {problem}; nothing was opened on the robot")
     joints = tuple(j.name for j in desc.arm.joints)
     kinds = kinematics.chain.kinds if kinematics is not None else None
     layout = RobotLayout.of(joints, kinds, desc.has_kinematics)
@@ -176,13 +181,15 @@ def run_episode(args, desc: RobotDescription) -> int:
     else:
         views = (next(iter(desc.cameras)),)  # the scripted policy reads no pixels; the recorder does
     try:
-        view = desc.cameras_for(views)[0]  # a missing view is refused before any driver opens
+        specs = desc.cameras_for(views)  # a missing view is refused before any driver opens
     except RobotDescriptionError as exc:
+        if policy is not None:
+            policy.close()
         raise UserError(str(exc)) from None
-    if policy is not None:  # joints, order and units; still before any driver opens
+    if policy is not None:  # joints, order and units, and the state it reads; still before any driver opens
         policy = _check_contract(policy, manifest, desc, kinematics, getattr(args, "joint_map", None))
     robot, cameras, world = build_robot(desc, args.seed, views, kinematics)
-    camera = cameras[view.name]
+    camera = {spec.name: cameras[spec.name] for spec in specs}  # the bundle's views, in its order
     try:
         if args.policy == "scripted":
             from vla_runtime.runtime.scripted import GraspScript, ScriptedGraspPolicy
@@ -218,9 +225,8 @@ def run_episode(args, desc: RobotDescription) -> int:
             sched = Scheduler(timing, Profiler(1.0 / rate))
         except (SafetyConfigError, ValueError, TypeError) as exc:
             raise UserError(f"{desc.source}: {exc}") from None
-        config = LoopConfig(
-            args.steps, replan, args.asynchronous, limits.max_consecutive_rejects, view.max_age, stop=stop
-        )
+        max_age = min(spec.max_age for spec in specs)  # the oldest frame is judged by the strictest view
+        config = LoopConfig(args.steps, replan, args.asynchronous, limits.max_consecutive_rejects, max_age, stop=stop)
         action = manifest.action if args.policy == "bundle" else None
         recorder = open_recorder(args, desc, robot, policy, rate, kind, action, views) if args.record else None
         loop = ControlLoop(config, policy, robot, camera, safety, sched, recorder)

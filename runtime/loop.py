@@ -24,6 +24,7 @@ import queue
 import signal
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,7 +32,7 @@ from vla_runtime.runtime.recorder import FlightRecorder, TickRecord
 from vla_runtime.runtime.robot import Camera, Robot, StopConfig, TransientRobotError
 from vla_runtime.runtime.safety import SafetyFilter, SafetyReport, SafetyStats
 from vla_runtime.runtime.scheduler import Scheduler
-from vla_runtime.runtime.types import ActionChunk, Frame, Policy, RobotState
+from vla_runtime.runtime.types import ActionChunk, Frame, Frames, Policy, RobotState, capture_time
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ class InferenceWorker:
         self._thread = threading.Thread(target=self._run, name="inference", daemon=True)
         self._thread.start()
 
-    def submit(self, frame: Frame, state: RobotState, slot: int) -> None:
+    def submit(self, frame: Frames, state: RobotState, slot: int) -> None:
         self.busy = True
         self._requests.put((frame, state, slot))
 
@@ -152,12 +153,15 @@ class ControlLoop:
         config: LoopConfig,
         policy: Policy,
         robot: Robot,
-        camera: Camera,
+        camera: Camera | Mapping[str, Camera],  # one camera, or {view: Camera} for a policy reading several
         safety: SafetyFilter,
         scheduler: Scheduler,
         recorder: FlightRecorder | None = None,
     ):
-        self.config, self.policy, self.robot, self.camera = config, policy, robot, camera
+        self.config, self.policy, self.robot = config, policy, robot
+        if not isinstance(camera, Mapping):  # a lone camera is the recording's first view
+            camera = {recorder.run.cameras[0] if recorder is not None else "camera": camera}
+        self.cameras: dict[str, Camera] = dict(camera)
         self.safety, self.scheduler, self.recorder = safety, scheduler, recorder
         self._stop_requested = False
         self._signal: str | None = None
@@ -178,9 +182,9 @@ class ControlLoop:
             self.robot.configure()  # open and verify; reads allowed, no torque, no watchdog yet
             state = self._first_state()
             now = self._clock()
-            frame = self.camera.read(now)
-            if now - frame.t_capture > self.config.max_frame_age:
-                age_ms = (now - frame.t_capture) * 1e3
+            frame = self._observation(self._capture(now))
+            if now - capture_time(frame) > self.config.max_frame_age:
+                age_ms = (now - capture_time(frame)) * 1e3
                 raise RuntimeError(f"camera frame is {age_ms:.0f} ms old at start; check the camera")
             t = self._clock()
             chunk = self.policy.infer(frame, task, state)  # warm-up, and the first chunk
@@ -243,13 +247,14 @@ class ControlLoop:
         except TransientRobotError as exc:
             return self._failed_tick(exc, result, last_plan)
         replan = k - last_plan >= self.config.replan_every
-        frame, inference, stale = None, -1, False
+        frames, frame, inference, stale = {}, None, -1, False
         if replan or self.recorder is not None:
             with sched.section("capture"):
-                frame = self.camera.read(now)
-            if replan and now - frame.t_capture > self.config.max_frame_age:
+                frames = self._capture(now)
+            frame = self._observation(frames)
+            if replan and now - capture_time(frame) > self.config.max_frame_age:
                 if self._fresh:
-                    age_ms = (now - frame.t_capture) * 1e3
+                    age_ms = (now - capture_time(frame)) * 1e3
                     logger.warning("camera frame is %.0f ms old: holding until frames return", age_ms)
                 result.stale_frames += 1
                 replan, stale = False, True  # and every tick until a fresh frame: replanning stays due
@@ -289,13 +294,22 @@ class ControlLoop:
         if self.recorder is not None:
             with sched.section("record"):
                 self.recorder.record(TickRecord(
-                    k, now, {self.recorder.run.cameras[0]: frame.image}, state.joint_positions, state.gripper,
+                    k, now, {view: f.image for view, f in frames.items()}, state.joint_positions, state.gripper,
                     desired, command.action, sent_q, sent_g, self.safety.executed_action(state, sent_q, sent_g),
                     report.interventions, report.held, cursor.chunk_id, k - cursor.start_slot, inference,
                     sched.profiler.tick_stages(), self._clock() > sched.deadline(k + 1),
                 ))
         sched.wait()
         return last_plan
+
+    def _capture(self, now: float) -> dict[str, Frame]:
+        """The newest frame of every view (a camera never waits for a new one)."""
+        return {view: camera.read(now) for view, camera in self.cameras.items()}
+
+    @staticmethod
+    def _observation(frames: dict[str, Frame]) -> Frames:
+        """What the policy infers on: the lone Frame, or {view: Frame} when it reads several views."""
+        return next(iter(frames.values())) if len(frames) == 1 else frames
 
     def _first_state(self) -> RobotState:
         """The state the warm-up infers on; a failed read is tried again, as a failed tick would be."""

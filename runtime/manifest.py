@@ -63,6 +63,8 @@ GRAPH_FORMATS = ("onnx", "tensorrt")
 DTYPES = ("float32", "float16", "int64", "int32", "bool", "uint8")
 
 DEFAULT_CAMERA_VIEWS = ("front",)  # bundles without preprocess.camera_views read the robot's [cameras.front]
+MAX_VIEWS = 8  # cameras one bundle may read
+STATE_INPUT = "state"  # a graph input of this name receives the normalised robot state f32 [1, S]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -136,12 +138,24 @@ class Preprocess:
     image_mean: tuple[float, float, float]  # per RGB channel, after rescale
     image_std: tuple[float, float, float]  # per RGB channel, after rescale
     resample: str = "bilinear"  # interpolation used by the exported processor
-    # the robot's [cameras.NAME] views feeding the image input(s), in order; one today
+    # the robot's [cameras.NAME] views, in order: each runs through the vision graph and the
+    # image embeddings enter the prefix concatenated in this order
     camera_views: tuple[str, ...] = DEFAULT_CAMERA_VIEWS
+    view_sizes: tuple[int, ...] = ()  # pixels per view (camera_views order); empty: image_size for every view
 
     def __post_init__(self):
         if not self.camera_views or len(set(self.camera_views)) != len(self.camera_views):
             raise ManifestError(f"preprocess.camera_views must name distinct views, got {list(self.camera_views)}")
+        _bounded("preprocess.camera_views count", len(self.camera_views), 1, MAX_VIEWS)
+        for view in self.camera_views:
+            _text("preprocess.camera_views", view, 64)
+        if self.view_sizes and len(self.view_sizes) != len(self.camera_views):
+            raise ManifestError(
+                f"preprocess.view_sizes has {len(self.view_sizes)} sizes for {len(self.camera_views)} camera_views; "
+                "give one per view or none"
+            )
+        for size in self.view_sizes:
+            _bounded("preprocess.view_sizes (pixels)", size, 1, 4096)
         _bounded("preprocess.image_size (pixels)", self.image_size, 1, 4096)
         _bounded("preprocess.rescale_factor", self.rescale_factor, 1e-6, 1.0)
         if len(self.image_mean) != 3 or len(self.image_std) != 3:
@@ -153,6 +167,10 @@ class Preprocess:
             raise ManifestError("preprocess.image_std values must be > 0")
         if self.resample not in ("bilinear", "bicubic", "nearest"):
             raise ManifestError(f"preprocess.resample: {self.resample!r} is not bilinear|bicubic|nearest")
+
+    def size_of(self, view: str) -> int:
+        """Square input side S (pixels) of one view."""
+        return self.view_sizes[self.camera_views.index(view)] if self.view_sizes else self.image_size
 
 
 @dataclass(frozen=True)
@@ -182,6 +200,25 @@ class Normalization:
     mask: tuple[bool, ...] = ()  # False leaves that dim in model units (e.g. a gripper already in [0,1])
 
 
+def _check_normalization(where: str, n: Normalization, dim: int) -> None:
+    """The statistics of `dim` values (actions or state), checked alike."""
+    if n.kind not in NORMALIZATIONS:
+        raise ManifestError(f"{where}.normalization.kind: {n.kind!r} is not one of {NORMALIZATIONS}")
+    wanted = NORMALIZATION_FIELDS[n.kind]
+    for key in wanted + (("mask",) if n.mask else ()):
+        values = getattr(n, key)
+        if len(values) != dim:
+            raise ManifestError(f"{where}.normalization.{key} needs {dim} values, got {len(values)}")
+        if key != "mask" and not all(math.isfinite(v) for v in values):
+            raise ManifestError(f"{where}.normalization.{key} holds a non-finite value")
+        for v in values if key != "mask" else ():
+            _bounded(f"{where}.normalization.{key}", v, -1e6, 1e6)
+    if n.kind == "q01_q99" and any(lo >= hi for lo, hi in zip(n.low, n.high, strict=True)):
+        raise ManifestError(f"{where}.normalization: every low (q01) must be below its high (q99)")
+    if n.kind == "mean_std" and any(s <= 0 for s in n.std):
+        raise ManifestError(f"{where}.normalization.std values must be > 0")
+
+
 @dataclass(frozen=True)
 class ActionSpace:
     dim: int  # D: numbers per action step
@@ -205,22 +242,7 @@ class ActionSpace:
             raise ManifestError(f"action.names and action.units need {self.dim} entries (action.dim)")
         if self.kind not in ("ee_delta", "joint_position"):
             raise ManifestError(f"action.kind: {self.kind!r} is not ee_delta|joint_position")
-        n = self.normalization
-        if n.kind not in NORMALIZATIONS:
-            raise ManifestError(f"action.normalization.kind: {n.kind!r} is not one of {NORMALIZATIONS}")
-        wanted = NORMALIZATION_FIELDS[n.kind]
-        for key in wanted + (("mask",) if n.mask else ()):
-            values = getattr(n, key)
-            if len(values) != self.dim:
-                raise ManifestError(f"action.normalization.{key} needs {self.dim} values, got {len(values)}")
-            if key != "mask" and not all(math.isfinite(v) for v in values):
-                raise ManifestError(f"action.normalization.{key} holds a non-finite value")
-            for v in values if key != "mask" else ():
-                _bounded(f"action.normalization.{key}", v, -1e6, 1e6)
-        if n.kind == "q01_q99" and any(lo >= hi for lo, hi in zip(n.low, n.high, strict=True)):
-            raise ManifestError("action.normalization: every low (q01) must be below its high (q99)")
-        if n.kind == "mean_std" and any(s <= 0 for s in n.std):
-            raise ManifestError("action.normalization.std values must be > 0")
+        _check_normalization("action", self.normalization, self.dim)
         for key in ("names", "units"):
             for text in getattr(self, key):
                 _text(f"action.{key}", text, 64)
@@ -230,14 +252,40 @@ class ActionSpace:
 
 @dataclass(frozen=True)
 class StateSpace:
-    """The robot state the graphs read, in order; empty when they read none (checked like the actions)."""
+    """The measured robot state the graphs read, in order; empty when they read none.
+
+    The runtime builds the vector from the robot's measured joint positions (in the bundle's
+    joint order, checked like the actions by `joint_contract`) and, when the last name is
+    "gripper", the gripper opening; it normalises it with these statistics and feeds it as
+    f32 [1, S] to every graph that declares an input named `state`.
+    """
 
     names: tuple[str, ...] = ()  # joint names in the bundle's order, then "gripper" if read
     units: tuple[str, ...] = ()  # "rad" / "m" per joint, "open" for the gripper
+    # physical -> model space, as the policy was trained (q01/q99 to [-1, 1], or mean/std)
+    normalization: Normalization = field(default_factory=lambda: Normalization(kind="none"))
 
     def __post_init__(self):
         if len(self.names) != len(self.units):
             raise ManifestError("state.names and state.units need one entry per state dimension")
+        _bounded("state dimensions", len(self.names), 0, 64)
+        if len(set(self.names)) != len(self.names):
+            raise ManifestError(f"state.names must be distinct, got {list(self.names)}")
+        for i, (name, unit) in enumerate(zip(self.names, self.units, strict=True)):
+            _text("state.names", name, 64)
+            if name == "gripper" and (i != len(self.names) - 1 or unit != "open"):
+                raise ManifestError('state: "gripper" must be the last state value, in unit "open"')
+            if name != "gripper" and unit not in ("rad", "m"):
+                raise ManifestError(f"state joint {name!r}: unit {unit!r} is not rad|m")
+        _check_normalization("state", self.normalization, len(self.names))
+
+    @property
+    def dim(self) -> int:
+        return len(self.names)
+
+    @property
+    def has_gripper(self) -> bool:
+        return bool(self.names) and self.names[-1] == "gripper"
 
 
 @dataclass(frozen=True)
@@ -358,6 +406,7 @@ class Manifest:
             raise ManifestError(f"prompt.tokenizer_file {self.prompt.tokenizer_file!r} has no entry in files")
         if self.control.replan_every > self.action.horizon:
             raise ManifestError("control.replan_every cannot exceed action.horizon")
+        _check_inputs(self)
 
     @property
     def head(self) -> str:
@@ -380,6 +429,38 @@ class Manifest:
         if isinstance(doc, Mapping) and SEAL_KEY in doc:
             doc = {k: v for k, v in doc.items() if k != SEAL_KEY}
         return _build(cls, doc, "")
+
+
+def _check_inputs(m: Manifest) -> None:
+    """Views and state against the graphs that read them: which graph takes the state, and how
+    many image embeddings the prefix expects for that many views (where the shapes are fixed)."""
+    readers = [r for r in HEAD_GRAPHS[m.decode.head] if STATE_INPUT in m.graphs[r].input_names]
+    if m.state.names and not readers:
+        raise ManifestError(f"state lists {m.state.dim} values but no graph has an input {STATE_INPUT!r}; "
+                            "rebuild the bundle or drop state")
+    for role in readers:
+        if not m.state.names:
+            raise ManifestError(f"graphs.{role} reads the robot state but state.names is empty; rebuild the bundle")
+        shape = m.graphs[role].input(STATE_INPUT).shape
+        if len(shape) != 2 or (isinstance(shape[-1], int) and shape[-1] != m.state.dim):
+            raise ManifestError(f"graphs.{role}.{STATE_INPUT} has shape {list(shape)}; state lists "
+                                f"{m.state.dim} values, so it must be [1, {m.state.dim}]")
+    vision, prefill = m.graphs["vision"], m.graphs["prefill"]
+    pixels = vision.input("pixel_values").shape if "pixel_values" in vision.input_names else ()
+    for view in m.preprocess.camera_views:
+        size = m.preprocess.size_of(view)
+        fixed = [d for d in pixels[2:] if isinstance(d, int)]
+        if any(d != size for d in fixed):
+            raise ManifestError(f"preprocess: view {view!r} is resized to {size} pixels but graphs.vision "
+                                f"takes pixel_values {list(pixels)}")
+    embeds = [s.shape for s in vision.outputs if s.name == "image_embeds"]
+    prefix = [s.shape for s in prefill.inputs if s.name == "image_embeds"]
+    if embeds and prefix and len(embeds[0]) == 3 == len(prefix[0]):
+        per_view, total = embeds[0][1], prefix[0][1]
+        views = len(m.preprocess.camera_views)
+        if isinstance(per_view, int) and isinstance(total, int) and per_view * views != total:
+            raise ManifestError(f"graphs.prefill takes {total} image embeddings but {views} view(s) of "
+                                f"{per_view} give {per_view * views}; preprocess.camera_views does not fit the graphs")
 
 
 def load_sealed(bundle_dir: str | Path) -> tuple[Manifest, str]:

@@ -24,11 +24,12 @@ from vla_runtime.runtime.backends.device import engine_mismatch, live_device
 from vla_runtime.runtime.backends.profiles import ProfileError, bundle_profiles
 from vla_runtime.runtime.bundle import Bundle, BundleError, open_bundle
 from vla_runtime.runtime.decoders import Decoder, Unnormalizer, make_decoder
-from vla_runtime.runtime.manifest import HEAD_GRAPHS, Manifest, ManifestError, Target
+from vla_runtime.runtime.manifest import HEAD_GRAPHS, STATE_INPUT, Manifest, ManifestError, Target
 from vla_runtime.runtime.preprocess import Preprocessor
+from vla_runtime.runtime.state_input import StateInput
 from vla_runtime.runtime.tokenizer import PromptTokenizer
 from vla_runtime.runtime.trust import enforce as enforce_trust
-from vla_runtime.runtime.types import ActionChunk, Frame, Policy, RobotState
+from vla_runtime.runtime.types import ActionChunk, Frames, Policy, RobotState, capture_time, view_frames
 
 logger = logging.getLogger(__name__)
 
@@ -82,8 +83,19 @@ class BundlePolicy(Policy):
         self._times: dict[str, float] = {}  # the inference in progress
         self._runners = dict(runners)
         self._decoder = decoder
-        # the loop resizes with OpenCV; exact=True reproduces PIL bit for bit (parity references)
-        self._preprocess = Preprocessor(manifest.preprocess, exact=exact_preprocess)
+        # one preprocessor (own size, own buffers) per camera view, in the manifest's order; the loop
+        # resizes with OpenCV, exact=True reproduces PIL bit for bit (parity references)
+        pre = manifest.preprocess
+        self.views = pre.camera_views
+        self._preprocessors = tuple(
+            Preprocessor(dataclasses.replace(pre, image_size=pre.size_of(v)), exact=exact_preprocess)
+            for v in self.views
+        )
+        self._preprocess = self._preprocessors[0]
+        # the measured state, normalised, for every graph that declares an input `state`
+        self._state = StateInput(manifest.state) if manifest.state.names else None
+        self._state_roles = frozenset(r for r, g in runners.items() if STATE_INPUT in g.spec.input_names)
+        self._state_vector = None
         self._tokenize = PromptTokenizer(manifest.prompt, bundle.path(manifest.prompt.tokenizer_file))
         self._unnormalize = Unnormalizer(manifest.action)
         self._names = manifest.action.names
@@ -91,9 +103,14 @@ class BundlePolicy(Policy):
 
     # -- the pieces, public so calibration and tests can use exactly the runtime's path ----------
 
-    def preprocess(self, image: np.ndarray) -> np.ndarray:
-        """uint8 RGB [H, W, 3] -> pixel_values float32 [1, 3, S, S] (a buffer reused per call)."""
-        return self._preprocess(image)
+    def preprocess(self, image: np.ndarray, view: str | None = None) -> np.ndarray:
+        """uint8 RGB [H, W, 3] -> pixel_values float32 [1, 3, S, S] of `view` (default: the first),
+        in a buffer reused per call."""
+        return self._preprocessors[self.views.index(view) if view is not None else 0](image)
+
+    def state_vector(self, state: RobotState | None) -> np.ndarray | None:
+        """The normalised state f32 [1, S] the graphs read (None for a bundle that reads none)."""
+        return None if self._state is None else self._state(state)
 
     def tokenize(self, task: str) -> np.ndarray:
         """Task -> input_ids int64 [1, T], cached per task string."""
@@ -106,20 +123,27 @@ class BundlePolicy(Policy):
 
     # -- one inference ---------------------------------------------------------------------------
 
-    def infer(self, frame: Frame, task: str, state: RobotState | None = None) -> ActionChunk:
-        """Frame + task -> ActionChunk [H, D] in physical units. The graphs take no robot state."""
+    def infer(self, frame: Frames, task: str, state: RobotState | None = None) -> ActionChunk:
+        """One frame (or {view: Frame}) + task (+ the measured state) -> ActionChunk [H, D] in physical units."""
         times = self._times = {}  # published whole at the end: a profiler thread may be reading the last
+        frames = view_frames(frame, self.views)
         t0 = time.perf_counter()
-        pixels = self._preprocess(frame.image)  # [1, 3, S, S]
+        self._state_vector = self.state_vector(state)  # [1, S] or None
+        if len(frames) == 1:
+            pixels = self._preprocess(frames[0].image)  # [1, 3, S, S]
+            times["preprocess"] = time.perf_counter() - t0
         t1 = time.perf_counter()
         input_ids = self._tokenize(task)  # [1, T]
-        t2 = time.perf_counter()
-        times["preprocess"], times["tokenize"] = t1 - t0, t2 - t1
+        times["tokenize"] = time.perf_counter() - t1
 
-        vision = self._run("vision", {"pixel_values": pixels}, ("image_embeds",))
-        embeds = vision["image_embeds"]  # [1, N, E], resident
+        if len(frames) == 1:
+            embeds = self._run("vision", {"pixel_values": pixels}, ("image_embeds",))["image_embeds"]  # [1, N, E]
+            tokens = self._runners["vision"].describe(embeds)[1][1]
+        else:
+            embeds = self._view_embeds(frames, times)  # [1, V*N, E] host
+            tokens = embeds.shape[1]
         prefix = self._run("prefill", {"image_embeds": embeds, "input_ids": input_ids}, self._decoder.prefill_keep)
-        prefix_len = self._runners["vision"].describe(embeds)[1][1] + input_ids.shape[1]  # N + T
+        prefix_len = tokens + input_ids.shape[1]  # V*N + T
 
         role = self._decoder.role
         times[role] = 0.0
@@ -130,10 +154,22 @@ class BundlePolicy(Policy):
         times["decode_actions"] = time.perf_counter() - t3 - self._graph_s
         self.last_normalized, self.last_bins = decoded.normalized, decoded.bins
         self.stage_times = times
-        return ActionChunk(actions=actions, names=self._names, t_obs=frame.t_capture)
+        return ActionChunk(actions=actions, names=self._names, t_obs=capture_time(frame))
+
+    def _view_embeds(self, frames, times: dict[str, float]) -> np.ndarray:
+        """Each view through its preprocessor and the vision graph; embeddings concatenated in view order."""
+        parts = []
+        for view, pre, f in zip(self.views, self._preprocessors, frames, strict=True):
+            t = time.perf_counter()
+            pixels = pre(f.image)  # [1, 3, S_v, S_v]
+            times[f"preprocess[{view}]"] = time.perf_counter() - t
+            parts.append(self._run("vision", {"pixel_values": pixels})["image_embeds"].copy())  # [1, N, E] own copy
+        return np.concatenate(parts, axis=1)  # [1, V*N, E]
 
     def _run(self, role: str, inputs: Mapping[str, Any], keep: tuple[str, ...] = ()) -> dict[str, Any]:
         runner = self._runners[role]
+        if role in self._state_roles:
+            inputs = {**inputs, STATE_INPUT: self._state_vector}
         if self.graph_tap is not None:
             self.graph_tap(role, {name: runner.fetch(value) for name, value in inputs.items()})
         outputs = runner.run(inputs, keep)

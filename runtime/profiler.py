@@ -39,6 +39,14 @@ STAGE_ORDER = (
 )
 # Stages that run inside "infer"; shown indented under it.
 INFER_STAGES = ("preprocess", "tokenize", "vision", "prefill", "decode", "head", "velocity", "decode_actions")
+
+
+def _display_rank(stage: str) -> int:
+    """Table position; a per-view stage such as preprocess[wrist] sits with its stage."""
+    base = stage.split("[")[0]
+    return STAGE_ORDER.index(base) if base in STAGE_ORDER else len(STAGE_ORDER)
+
+
 MAX_SPANS = 2_000_000  # spans kept for the trace; beyond this only the statistics continue
 
 
@@ -121,7 +129,7 @@ class Profiler:
         """Per stage: count and p50/p95/p99/max in milliseconds."""
         with self._lock:
             samples = {k: list(v) for k, v in self._samples.items()}
-        names = [s for s in STAGE_ORDER if s in samples] + [s for s in samples if s not in STAGE_ORDER]
+        names = sorted(samples, key=_display_rank)  # stable: unlisted stages keep the order first seen
         out = {}
         for name in names:
             ms = np.asarray(samples[name]) * 1e3
@@ -161,7 +169,7 @@ class Profiler:
         """The one compact per-stage table printed at the end of a run."""
         lines = [f"{'stage':<18}{'n':>7}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}{'max ms':>10}"]
         for name, s in self.stage_stats().items():
-            label = f"  {name}" if name in INFER_STAGES else name
+            label = f"  {name}" if name.split("[")[0] in INFER_STAGES else name  # preprocess[wrist]: one view
             lines.append(
                 f"{label:<18}{s['n']:>7}{s['p50']:>10.2f}{s['p95']:>10.2f}{s['p99']:>10.2f}{s['max']:>10.2f}"
             )

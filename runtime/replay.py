@@ -66,9 +66,7 @@ def replay(recording: Recording, policy: Policy, camera: str | None = None,
            progress: Callable[[int], None] | None = None) -> ReplayResult:
     """Run every recorded inference through `policy` and pair the chunks with the recorded ticks."""
     run = recording.run
-    camera = camera or run.cameras[0]
-    if camera not in run.cameras:
-        raise ReplayError(f"{recording.path}: no camera {camera!r}; it recorded {list(run.cameras)}")
+    views = _views(recording, policy, camera)
     reset = getattr(policy, "reset", None)
     if reset is not None:
         reset()
@@ -77,8 +75,9 @@ def replay(recording: Recording, policy: Policy, camera: str | None = None,
     result = ReplayResult(run.action_names, _units(run), np.zeros(0), np.zeros((0, 0)), np.zeros((0, 0)))
     for n, tick in enumerate(recording.ticks(images=True)):
         started = tick.inference if tick.inference >= 0 else (0 if n == 0 else -1)  # the warm-up: tick 0
-        if started >= 0 and camera in tick.images:
-            chunks[started] = _infer(policy, tick, tick.images[camera].decode(), run.task, run.action_names)
+        if started >= 0 and all(v in tick.images for v in views):
+            frames = {v: Frame(tick.images[v].decode(), tick.t) for v in views}
+            chunks[started] = _infer(policy, tick, frames, run.task, run.action_names)
             result.inferences += 1
             for old in [c for c in chunks if c < started - 1]:  # one chunk ahead is all the loop keeps
                 del chunks[old]
@@ -97,10 +96,30 @@ def replay(recording: Recording, policy: Policy, camera: str | None = None,
     return result
 
 
-def _infer(policy: Policy, tick: RecordedTick, image: np.ndarray, task: str, names: tuple[str, ...]) -> np.ndarray:
+def _views(recording: Recording, policy: Policy, camera: str | None) -> tuple[str, ...]:
+    """The recorded views to feed: every view a several-view bundle reads, else `camera` (default: the
+    bundle's view when it was recorded, else the first recorded)."""
+    recorded, wanted = recording.run.cameras, tuple(getattr(policy, "views", ()))
+    if len(wanted) > 1:
+        if camera is not None:
+            raise ReplayError(f"--camera picks the view of a one-view bundle; this bundle reads {list(wanted)}")
+        missing = [v for v in wanted if v not in recorded]
+        if missing:
+            raise ReplayError(f"{recording.path}: the bundle reads camera view {missing[0]!r} but the recording has "
+                              f"{list(recorded)}; record with a robot file that names it")
+        return wanted
+    camera = camera or (wanted[0] if wanted and wanted[0] in recorded else recorded[0])
+    if camera not in recorded:
+        raise ReplayError(f"{recording.path}: no camera {camera!r}; it recorded {list(recorded)}")
+    return (camera,)
+
+
+def _infer(policy: Policy, tick: RecordedTick, frames: dict[str, Frame], task: str,
+           names: tuple[str, ...]) -> np.ndarray:
+    """The bundle's chunk for one recorded observation: its views and its measured state (the state input)."""
     joints = tick.state[:-1]
     state = RobotState(joints, np.zeros(3), np.zeros(3), float(tick.state[-1]), tick.t)
-    chunk = policy.infer(Frame(image, tick.t), task, state)
+    chunk = policy.infer(next(iter(frames.values())) if len(frames) == 1 else frames, task, state)
     if tuple(chunk.names) != tuple(names):
         raise ReplayError(f"the bundle's actions {list(chunk.names)} differ from the recording's {list(names)}; "
                           "replay it through a bundle with the same action space")

@@ -3,10 +3,33 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 from vla_runtime.drivers.cameras.base import Frame  # cameras are drivers; the frame type lives with them
+
+# One observation's pixels: a Frame (every view the policy reads sees it: a still image for
+# parity samples and profiling) or the newest Frame of each named view, {view: Frame}.
+Frames = Frame | Mapping[str, Frame]
+
+
+def view_frames(frames: Frames, views: tuple[str, ...]) -> tuple[Frame, ...]:
+    """The frames of `views`, in that order; a view missing from a mapping is named in one line."""
+    if isinstance(frames, Frame):
+        return (frames,) * len(views)
+    missing = [v for v in views if v not in frames]
+    if missing:
+        raise ValueError(f"no frame for camera view {missing[0]!r} (got {sorted(frames)}); "
+                         f"the policy reads {list(views)}")
+    return tuple(frames[v] for v in views)
+
+
+def capture_time(frames: Frames) -> float:
+    """When the oldest of the frames was captured (what a chunk is stamped with and aged by)."""
+    if isinstance(frames, Frame):
+        return frames.t_capture
+    return min(f.t_capture for f in frames.values())
 
 
 @dataclass(frozen=True)
@@ -39,5 +62,5 @@ class Policy(ABC):
     """Turns one observation and an instruction into a chunk of physical actions."""
 
     @abstractmethod
-    def infer(self, frame: Frame, task: str, state: RobotState | None = None) -> ActionChunk:
-        """Run preprocessing, the graphs and the decoder once."""
+    def infer(self, frame: Frames, task: str, state: RobotState | None = None) -> ActionChunk:
+        """Run preprocessing, the graphs and the decoder once on one frame or one frame per view."""

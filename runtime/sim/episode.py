@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from vla_runtime.runtime.loop import ControlLoop, LoopConfig
@@ -108,7 +109,7 @@ class EpisodeOutcome:
 def run_sim_episode(
     policy: Policy,
     robot: Robot,
-    camera: Camera,
+    camera: Camera | Mapping[str, Camera],  # {view: Camera} for a policy reading several views
     world: SimWorld,
     safety: SafetyFilter,
     task: str,

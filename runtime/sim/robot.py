@@ -110,7 +110,8 @@ class SimCamera(Camera):
         try:
             world.model.camera(camera)
         except KeyError:
-            raise ValueError(f"the sim scene has no camera {camera!r}; use camera = \"front\"") from None
+            names = [world.model.camera(i).name for i in range(world.model.ncam)]
+            raise ValueError(f"the sim scene has no camera {camera!r}; use one of {names}") from None
         self._renderer = mujoco.Renderer(world.model, height, width)
 
     def read(self, now: float) -> Frame:
