@@ -46,6 +46,9 @@ def register(sub) -> None:
     p.add_argument("--allow-failed-gate", action="store_true", help="evaluate a bundle whose INT8 gate failed")
     p.add_argument("--trusted-keys", metavar="DIR", help="trust store of signing keys (*.pub), as for `run`")
     p.add_argument("--json", metavar="OUT", help="write every episode and the summary as JSON")
+    p.add_argument("--plot", metavar="PNG", help="draw success with its 95 %% interval and per colour (matplotlib)")
+    p.add_argument("--compare", action="append", default=[], metavar="JSON",
+                   help="earlier `eval --json` results drawn beside this run in --plot (repeatable)")
     p.set_defaults(func=cmd_eval, head=None)
 
 
@@ -177,6 +180,11 @@ def cmd_eval(args) -> int:
     except ValueError as exc:
         raise UserError(str(exc)) from None
     tasks = args.task or [canonical_task(c) for c in COLOURS]
+    earlier = [_load_eval_json(p) for p in args.compare]  # bad files are refused before any episode runs
+    if args.compare and not args.plot:
+        raise UserError("--compare only adds rows to --plot; pass --plot OUT.png")
+    if args.plot:
+        _require_matplotlib()
     desc = sim_description(args)
     setup = scripted_setup() if args.policy == "scripted" else bundle_setup(args)
     seeds = list(range(args.seed, args.seed + args.episodes))
@@ -200,7 +208,37 @@ def cmd_eval(args) -> int:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(doc, indent=2) + "\n")
         print(f"json: {path}")
+    if args.plot:
+        from vla_runtime.runtime.eval_plot import plot_success
+
+        rows = [*earlier, (_short_label(setup.label), summary)]
+        title = f"closed-loop success, seeds {seeds[0]}..{seeds[-1]}"
+        print(f"plot: {plot_success(rows, args.plot, title)}")
     return 0 if summary["successes"] else 1
+
+
+def _short_label(label: str) -> str:
+    return label.split(" (")[0][:40]
+
+
+def _load_eval_json(path: str) -> tuple[str, dict]:
+    """(label, summary) of an earlier `eval --json` file; one line when it is not one."""
+    try:
+        doc = json.loads(Path(path).read_text())
+        return _short_label(str(doc["policy"])), doc["summary"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"--compare {path}: not an `eval --json` result ({exc})") from None
+
+
+def _require_matplotlib() -> None:
+    from vla_runtime.common.cli import missing_dependency
+
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as exc:
+        if missing_dependency(exc) != "matplotlib":
+            raise
+        raise UserError("--plot needs matplotlib: pip install 'vla-runtime[viz]'") from None
 
 
 def record_demonstrations(args, desc: RobotDescription) -> int:

@@ -95,3 +95,20 @@ def test_the_shipped_demo_policy_lifts_a_block(demo_bundle, tmp_path):
     rc = main(["eval", "--bundle", str(demo_bundle), "--episodes", "3", "--json", str(out)])
     doc = json.loads(out.read_text())
     assert rc == 0 and doc["summary"]["successes"] >= 1, doc["summary"]
+
+
+def test_eval_plot_draws_this_run_beside_earlier_results(tmp_path, capsys):
+    pytest.importorskip("matplotlib", reason="--plot needs matplotlib (pip install vla-runtime[viz])")
+    from vla_runtime.runtime.eval_plot import colour_rates
+
+    first = tmp_path / "expert.json"
+    assert main(["eval", "--policy", "scripted", "--episodes", "2", "--steps", "60", "--json", str(first)]) == 0
+    assert colour_rates(json.loads(first.read_text())["summary"]) == {"red": (1, 1), "green": (1, 1)}
+    png = tmp_path / "success.png"
+    argv = ["eval", "--policy", "scripted", "--episodes", "1", "--steps", "60", "--plot", str(png),
+            "--compare", str(first)]
+    assert main(argv) == 0 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"plot: {png}" in capsys.readouterr().out
+    assert main(["eval", "--policy", "scripted", "--episodes", "1", "--compare", str(first)]) == 2  # no --plot
+    assert main(["eval", "--policy", "scripted", "--plot", str(png), "--compare", str(png)]) == 2  # not JSON
+    assert "--compare" in capsys.readouterr().err
