@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from vla_runtime.runtime.preprocess import Preprocessor
 from vla_runtime.runtime.scripted import GraspScript, ScriptedGraspPolicy
-from vla_runtime.runtime.types import ActionChunk, Frame, Policy, RobotState
+from vla_runtime.runtime.types import ActionChunk, Frames, Policy, RobotState, view_frames
 
 logger = logging.getLogger(__name__)
 
@@ -68,11 +68,12 @@ class RelabelPolicy(Policy):
         self._pre = Preprocessor(learner.manifest.preprocess)  # the runtime's resize, as the learner saw it
         self.stage_times: dict[str, float] = {}
 
-    def infer(self, frame: Frame, task: str, state: RobotState | None = None) -> ActionChunk:
+    def infer(self, frame: Frames, task: str, state: RobotState | None = None) -> ActionChunk:
         label = self.expert.infer(frame, task, state)  # [H, D] what the expert would send from here
         chunk = self.learner.infer(frame, task, state)
         s = self.samples
-        s.images.append(self._pre.resize(frame.image).copy())  # uint8 [S, S, 3]; the resizer reuses its buffer
+        image = view_frames(frame, self.learner.manifest.preprocess.camera_views)[0].image  # the first view's
+        s.images.append(self._pre.resize(image).copy())  # uint8 [S, S, 3]; the resizer reuses its buffer
         s.tasks.append(task)
         s.labels.append(label.actions.astype(np.float32))
         s.past.append(self._past.copy())
