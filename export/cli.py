@@ -1,4 +1,4 @@
-"""`vla-export`: the workstation command line (build, verify, quantize, engine, dataset, keygen, sign, train)."""
+"""`vla-export`: the workstation command line (build, verify, quantize, engine, resize-graph, ...)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ SUBCOMMANDS = {
     "verify": "vla_runtime.export.cmd_verify",
     "quantize": "vla_runtime.calibration.cmd_quantize",
     "engine": "vla_runtime.export.cmd_engine",
+    "resize-graph": "vla_runtime.export.cmd_resize_graph",
     "dataset": "vla_runtime.calibration.cmd_dataset",
     "keygen": "vla_runtime.export.cmd_keygen",
     "sign": "vla_runtime.export.cmd_sign",

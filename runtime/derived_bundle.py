@@ -19,7 +19,7 @@ from pathlib import Path
 from vla_runtime.runtime.bundle import Bundle, hash_tree, staged_directory
 from vla_runtime.runtime.bundle import check_destination as _check_destination
 from vla_runtime.runtime.health import HEALTH_DIR, record_sample
-from vla_runtime.runtime.manifest import Target, load_manifest, save_manifest
+from vla_runtime.runtime.manifest import GraphSpec, Target, load_manifest, save_manifest
 
 
 class PackError(RuntimeError):
@@ -32,6 +32,7 @@ class NewGraph:
     rel: str  # its path inside the bundle
     precision: str  # manifest precision: fp32 | fp16 | int8 | int8-cpu
     format: str = "onnx"  # onnx | tensorrt
+    spec: GraphSpec | None = None  # inputs and outputs of a role the source bundle does not have yet
 
 
 def check_destination(out: Path, force: bool) -> None:
@@ -54,7 +55,8 @@ def write_derived_bundle(
     if out == source.root:
         raise PackError(f"{out}: is the source bundle; write the new bundle to another --out")
     manifest = source.manifest
-    replaced = {f for role in graphs for f in (manifest.graphs[role].file, *manifest.graphs[role].data_files)}
+    replaced = {f for role in graphs if role in manifest.graphs
+                for f in (manifest.graphs[role].file, *manifest.graphs[role].data_files)}
     with staged_directory(out) as staging:
         for rel in manifest.files:
             if rel not in replaced and not rel.startswith(f"{HEALTH_DIR}/"):
@@ -62,8 +64,11 @@ def write_derived_bundle(
         specs = dict(manifest.graphs)
         for role, new in graphs.items():
             _copy(new.file, staging / new.rel)
+            base = manifest.graphs.get(role) or new.spec
+            if base is None:
+                raise PackError(f"graph {role!r} is new to this bundle; its NewGraph needs a spec")
             specs[role] = dataclasses.replace(
-                manifest.graphs[role], file=new.rel, precision=new.precision, format=new.format, data_files=()
+                base, file=new.rel, precision=new.precision, format=new.format, data_files=()
             )
         for rel, path in (extra_files or {}).items():
             _copy(path, staging / rel)

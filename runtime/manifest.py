@@ -7,6 +7,9 @@ field that is wrong when it is not.
 
 Graph roles and their tensors (batch is always 1 on the robot):
 
+- ``resize``   (optional, `vla-export resize-graph`) image u8 [H,W,3], resize_rows f32 [S,H],
+               resize_cols f32 [W,S] -> pixel_values f32 [1,3,S,S]: the camera frame's resize,
+               rescale and normalise on the accelerator; without it the host preprocesses
 - ``vision``   pixel_values f32 [1,3,S,S]             -> image_embeds f32 [1,N,E]
 - ``prefill``  image_embeds f32 [1,N,E], input_ids i64 [1,T]
                -> one or more of: hidden_states f32 [1,N+T,E] (flow context),
@@ -51,13 +54,21 @@ SCHEMA_VERSION = 1
 
 
 HEADS = ("tokens", "parallel", "flow")
-GRAPH_ROLES = ("vision", "prefill", "decode", "head", "velocity")
+GRAPH_ROLES = ("resize", "vision", "prefill", "decode", "head", "velocity")
+OPTIONAL_GRAPHS = ("resize",)  # run first when a bundle has them; older bundles do without
 # Which graphs each head needs, in the order one inference runs them.
 HEAD_GRAPHS = {
     "tokens": ("vision", "prefill", "decode"),
     "parallel": ("vision", "prefill", "head"),
     "flow": ("vision", "prefill", "velocity"),
 }
+
+
+def run_roles(manifest: Manifest) -> tuple[str, ...]:
+    """The graphs one inference runs, in order: the bundle's optional ones, then the head's."""
+    return tuple(r for r in OPTIONAL_GRAPHS if r in manifest.graphs) + HEAD_GRAPHS[manifest.head]
+
+
 PRECISIONS = ("fp32", "fp16", "int8", "int8-cpu")
 GRAPH_FORMATS = ("onnx", "tensorrt")
 DTYPES = ("float32", "float16", "int64", "int32", "bool", "uint8")

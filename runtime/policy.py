@@ -24,8 +24,9 @@ from vla_runtime.runtime.backends.device import engine_mismatch, live_device
 from vla_runtime.runtime.backends.profiles import ProfileError, bundle_profiles
 from vla_runtime.runtime.bundle import Bundle, BundleError, open_bundle
 from vla_runtime.runtime.decoders import Decoder, Unnormalizer, make_decoder
-from vla_runtime.runtime.manifest import HEAD_GRAPHS, STATE_INPUT, Manifest, ManifestError, Target
+from vla_runtime.runtime.manifest import STATE_INPUT, Manifest, ManifestError, Target, run_roles
 from vla_runtime.runtime.preprocess import Preprocessor
+from vla_runtime.runtime.preprocess_graph import RESIZE_OUTPUT, RESIZE_ROLE, ResizeFeed
 from vla_runtime.runtime.state_input import StateInput
 from vla_runtime.runtime.tokenizer import PromptTokenizer
 from vla_runtime.runtime.trust import enforce as enforce_trust
@@ -87,11 +88,12 @@ class BundlePolicy(Policy):
         # resizes with OpenCV, exact=True reproduces PIL bit for bit (parity references)
         pre = manifest.preprocess
         self.views = pre.camera_views
-        self._preprocessors = tuple(
-            Preprocessor(dataclasses.replace(pre, image_size=pre.size_of(v)), exact=exact_preprocess)
-            for v in self.views
-        )
+        view_pre = [dataclasses.replace(pre, image_size=pre.size_of(v)) for v in self.views]
+        self._preprocessors = tuple(Preprocessor(p, exact=exact_preprocess) for p in view_pre)
         self._preprocess = self._preprocessors[0]
+        # a bundle with a resize graph hands each frame to the accelerator as it is (exact: the host's PIL path)
+        in_graph = RESIZE_ROLE in self._runners and not exact_preprocess
+        self._resize_feeds = tuple(ResizeFeed(p) for p in view_pre) if in_graph else None
         # the measured state, normalised, for every graph that declares an input `state`
         self._state = StateInput(manifest.state) if manifest.state.names else None
         self._state_roles = frozenset(r for r, g in runners.items() if STATE_INPUT in g.spec.input_names)
@@ -127,11 +129,9 @@ class BundlePolicy(Policy):
         """One frame (or {view: Frame}) + task (+ the measured state) -> ActionChunk [H, D] in physical units."""
         times = self._times = {}  # published whole at the end: a profiler thread may be reading the last
         frames = view_frames(frame, self.views)
-        t0 = time.perf_counter()
         self._state_vector = self.state_vector(state)  # [1, S] or None
         if len(frames) == 1:
-            pixels = self._preprocess(frames[0].image)  # [1, 3, S, S]
-            times["preprocess"] = time.perf_counter() - t0
+            pixels = self._pixels(0, frames[0].image, times, "preprocess")  # [1, 3, S, S]
         t1 = time.perf_counter()
         input_ids = self._tokenize(task)  # [1, T]
         times["tokenize"] = time.perf_counter() - t1
@@ -159,12 +159,25 @@ class BundlePolicy(Policy):
     def _view_embeds(self, frames, times: dict[str, float]) -> np.ndarray:
         """Each view through its preprocessor and the vision graph; embeddings concatenated in view order."""
         parts = []
-        for view, pre, f in zip(self.views, self._preprocessors, frames, strict=True):
-            t = time.perf_counter()
-            pixels = pre(f.image)  # [1, 3, S_v, S_v]
-            times[f"preprocess[{view}]"] = time.perf_counter() - t
+        for i, (view, f) in enumerate(zip(self.views, frames, strict=True)):
+            pixels = self._pixels(i, f.image, times, f"preprocess[{view}]")  # [1, 3, S_v, S_v]
             parts.append(self._run("vision", {"pixel_values": pixels})["image_embeds"].copy())  # [1, N, E] own copy
         return np.concatenate(parts, axis=1)  # [1, V*N, E]
+
+    def _pixels(self, view: int, image: np.ndarray, times: dict[str, float], stage: str) -> Any:
+        """pixel_values [1, 3, S, S] of one view: host OpenCV, or the bundle's resize graph.
+
+        With the graph, the host stage only checks the frame and looks up PIL's filter for its
+        resolution; the pixels are the graph's work (timed as the `resize` stage).
+        """
+        t = time.perf_counter()
+        if self._resize_feeds is None:
+            pixels = self._preprocessors[view](image)
+            times[stage] = time.perf_counter() - t
+            return pixels
+        feeds = self._resize_feeds[view](image)
+        times[stage] = time.perf_counter() - t
+        return self._run(RESIZE_ROLE, feeds, (RESIZE_OUTPUT,))[RESIZE_OUTPUT]  # resident on the device
 
     def _run(self, role: str, inputs: Mapping[str, Any], keep: tuple[str, ...] = ()) -> dict[str, Any]:
         runner = self._runners[role]
@@ -227,7 +240,7 @@ def load_policy(
         logger.warning("running a bundle whose accuracy gate FAILED (--allow-failed-gate)")
     check_target(manifest.target)
 
-    roles = HEAD_GRAPHS[manifest.head]
+    roles = run_roles(manifest)
     specs = [manifest.graphs[r] for r in roles]
     try:
         decoder = make_decoder(manifest)

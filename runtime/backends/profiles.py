@@ -7,7 +7,8 @@ decode loop's growing KV cache would stall the first ticks with engine builds.
 
 The ranges follow from the bundle's contract: prompts are 1..max_tokens ids after N image
 tokens (`seq`), the flow prefix is image + prompt (`context`), and a decode step reads the KV
-cache from the prefill length up to the last action token (`past`). Dynamic axes are known by
+cache from the prefill length up to the last action token (`past`), and a resize graph takes
+camera frames up to 3840x2160 (`image_height`, `image_width`). Dynamic axes are known by
 the exporter's symbol names; an axis named otherwise is recognised by its position.
 """
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from vla_runtime.runtime.manifest import HEAD_GRAPHS, GraphSpec, Manifest
+from vla_runtime.runtime.manifest import GraphSpec, Manifest, run_roles
 
 Range = tuple[int, int, int]  # (min, opt, max) of one dimension
 Shapes = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]  # (min, opt, max) shape of one input
@@ -48,6 +49,9 @@ def symbol_ranges(manifest: Manifest, opt_prompt: int | None = None,
         "seq": (1, t_opt, t_max),
         "context": (n + 1, n + t_opt, n + t_max),
         "past": (n + 1, n + t_opt + steps // 2, n + t_max + max(steps, 1)),
+        # camera frames into a resize graph: any size up to 4K UHD, tuned for 480p and up
+        "image_height": (1, 480, 2160),
+        "image_width": (1, 854, 3840),
     }
     for name, (lo, opt, hi) in dict(overrides or {}).items():
         if not (1 <= lo <= opt <= hi):
@@ -96,7 +100,7 @@ def bundle_profiles(manifest: Manifest, opt_prompt: int | None = None,
     """
     ranges = symbol_ranges(manifest, opt_prompt, overrides)
     out = {}
-    for role in HEAD_GRAPHS[manifest.head]:
+    for role in run_roles(manifest):
         shapes = profile_shapes(manifest.graphs[role], ranges)
         if dynamic_only:
             shapes = {name: s for name, s in shapes.items() if s[0] != s[2]}
