@@ -13,8 +13,11 @@ inverse kinematics) runs the tiny default bundle against an in-memory robot and 
 frame (`--image-size H`: an H x 16H/9 frame), so robot I/O costs nothing. Per tick, everything
 except the backend's graph time is the runtime's own overhead; it is reported as a share of the
 period, split into the loop machinery and the policy's host-side stages (preprocess, tokenize,
-decode_actions). It runs twice in one process, with the loop's OpenCV preprocessing and with
-the old PIL-exact numpy path, so the two sit side by side under the same load.
+decode_actions). It runs several times in one process, so the paths sit side by side under the
+same load: the loop's OpenCV preprocessing, the old PIL-exact numpy path, the same bundle with a
+resize graph (`vla-export resize-graph`: the host hands the frame over and the graph resizes;
+its graph time is printed beside the host saving), and, when permitted, the OpenCV and graph
+runs again under SCHED_FIFO.
 
 Part 3, CPU cost: wall-clock figures on a shared host include preemption, so the loop's own work
 (state read, scheduler and profiler bookkeeping, safety with IK) is also replayed on part 2's
@@ -39,7 +42,7 @@ from vla_runtime.runtime.safety import ActionSafety, SafetyLimits
 from vla_runtime.runtime.scheduler import Scheduler, SchedulerConfig
 from vla_runtime.runtime.types import Frame, RobotState
 
-GRAPH_STAGES = ("vision", "prefill", "decode", "head", "velocity")
+GRAPH_STAGES = ("resize", "vision", "prefill", "decode", "head", "velocity")
 HOST_STAGES = ("preprocess", "tokenize", "decode_actions")
 IO_STAGES = ("state", "capture", "command")
 
@@ -153,9 +156,22 @@ def overhead(bundle: str, hz: float, ticks: int, image_size: int, rt: int = 0,
     policy.close()
     fifo = f"SCHED_FIFO {rt}" if rt and sched.profiler.starts and _was_realtime(rt) else "normal scheduling"
     REPLAY[:] = safety.seen
-    path = ("old PIL-exact numpy preprocess" if exact else "OpenCV preprocess") + f", {policy.backend_name}"
+    path = ("old PIL-exact numpy preprocess" if exact else "resize graph (host: frame check only)"
+            if "resize" in m.graphs else "OpenCV preprocess") + f", {policy.backend_name}"
     return sched.profiler, (f"{m.model.get('name')}, replan every {m.control.replan_every}, {fifo}, {path},"
                             f" {result.stop_reason}")
+
+
+def resize_graph_bundle(bundle: str) -> str:
+    """A copy of `bundle` with a resize graph, made once beside it (vla-export resize-graph)."""
+    from pathlib import Path
+
+    from vla_runtime.export.resize_graph import add_resize_graph
+
+    derived = Path(bundle).with_name(Path(bundle).name + "-resize-graph")
+    if not derived.exists():
+        add_resize_graph(bundle, derived)
+    return str(derived)
 
 
 REPLAY: list = []  # (state, desired action) pairs seen by the safety layer in the last part-2 run
@@ -240,24 +256,38 @@ def print_overhead(prof: Profiler, label: str, hz: float, ticks: int, image_size
           f" (loop machinery alone {machinery.mean() / loop_period * 100:.2f}%,"
           f" safety + IK {safety.mean() / loop_period * 100:.2f}%)")
     print(f"per-stage table:\n{prof.table()}")
-    pre = prof.stage_stats().get("preprocess", {"p50": float("nan")})
-    return {"preprocess_p50_ms": pre["p50"], "overhead_mean_pct": total.mean() / loop_period * 100,
+    stats = prof.stage_stats()
+    pre = stats.get("preprocess", {"p50": float("nan")})
+    return {"preprocess_p50_ms": pre["p50"],
+            "resize_graph_p50_ms": stats.get("resize", {"p50": 0.0})["p50"],
+            "overhead_mean_pct": total.mean() / loop_period * 100,
             "overhead_p50_pct": np.percentile(total, 50) / loop_period * 100,
             "machinery_mean_pct": machinery.mean() / loop_period * 100,
             "safety_mean_pct": safety.mean() / loop_period * 100,
             "overhead_no_safety_mean_pct": (total - safety).mean() / loop_period * 100}
 
 
-def print_comparison(new: dict[str, float], old: dict[str, float], image_size: int) -> None:
-    """The two part-2 runs side by side: the loop's preprocessing against the old exact path."""
-    print(f"\npart 2 summary, {image_size}p frame, same process and load:")
-    print(f"{'':<44}{'OpenCV (loop)':>15}{'old exact':>12}{'old / new':>11}")
-    for key, name in (("preprocess_p50_ms", "preprocess p50 (ms)"),
+def print_comparison(figures: dict[str, dict[str, float]], image_size: int) -> None:
+    """The part-2 runs side by side: the loop's paths against the old exact path, same process and load."""
+    names = list(figures)
+    print(f"\npart 2 summary, {image_size}p frame, same process and load (columns: preprocessing path, scheduling):")
+    print(f"{'':<46}" + "".join(f"{n:>19}" for n in names))
+    for key, name in (("preprocess_p50_ms", "host preprocess p50 (ms)"),
+                      ("resize_graph_p50_ms", "resize graph p50 (ms, a graph: excluded)"),
                       ("overhead_mean_pct", "runtime overhead, all but graphs (% period)"),
                       ("overhead_no_safety_mean_pct", "  of which not safety + IK (% period)"),
+                      ("safety_mean_pct", "  safety + IK (% period)"),
                       ("machinery_mean_pct", "  loop machinery alone (% period)")):
-        ratio = old[key] / new[key] if new[key] > 0 else float("nan")
-        print(f"{name:<44}{new[key]:>15.3f}{old[key]:>12.3f}{ratio:>10.1f}x")
+        print(f"{name:<46}" + "".join(f"{figures[n][key]:>19.3f}" for n in names))
+    ours, old = figures.get("OpenCV"), figures.get("old exact")
+    if ours and old:
+        print(f"host preprocess, old exact / OpenCV: {old['preprocess_p50_ms'] / ours['preprocess_p50_ms']:.0f}x")
+    graph = figures.get("resize graph")
+    if ours and graph:
+        print(f"resize graph: host preprocess {ours['preprocess_p50_ms']:.3f} -> "
+              f"{graph['preprocess_p50_ms']:.3f} ms p50,"
+              f" for {graph['resize_graph_p50_ms']:.2f} ms of graph time on this device"
+              f" (meant for a GPU; on a CPU the loop keeps OpenCV)")
 
 
 def tick_sums(profiler: Profiler, names: tuple[str, ...]) -> np.ndarray:
@@ -281,6 +311,8 @@ def main() -> None:
     ap.add_argument("--bundle", help="bundle for part 2 (default: the embedded default, built on first use)")
     ap.add_argument("--loop-hz", type=float, default=10.0, help="control rate for part 2 (Hz)")
     ap.add_argument("--loop-ticks", type=int, default=100, help="ticks for part 2")
+    ap.add_argument("--no-resize-graph", dest="resize_graph", action="store_false",
+                    help="skip the run with the bundle's resize graph (vla-export resize-graph) in part 2")
     ap.add_argument("--image-size", type=int, default=480,
                     help="camera frame height for part 2 (px; width 16:9), e.g. 480 or 1080")
     args = ap.parse_args()
@@ -310,11 +342,16 @@ def main() -> None:
         from vla_runtime.runtime.default_bundle import ensure_default_bundle
 
         bundle = str(ensure_default_bundle(announce=print))
+    runs = [("OpenCV", bundle, 0, False), ("old exact", bundle, 0, True)]
+    if args.resize_graph:
+        runs.append(("resize graph", resize_graph_bundle(bundle), 0, False))
+    if args.rt_priority and _was_realtime(args.rt_priority):
+        runs += [(f"{name}, FIFO", b, args.rt_priority, False) for name, b, _, exact in runs if not exact]
     figures = {}
-    for rt, exact in ((0, False), (0, True)) + (((args.rt_priority, False),) if args.rt_priority else ()):
-        prof, label = overhead(bundle, args.loop_hz, args.loop_ticks, args.image_size, rt, exact)
-        figures[(rt, exact)] = print_overhead(prof, label, args.loop_hz, args.loop_ticks, args.image_size)
-    print_comparison(figures[(0, False)], figures[(0, True)], args.image_size)
+    for name, path, rt, exact in runs:
+        prof, label = overhead(path, args.loop_hz, args.loop_ticks, args.image_size, rt, exact)
+        figures[name] = print_overhead(prof, label, args.loop_hz, args.loop_ticks, args.image_size)
+    print_comparison(figures, args.image_size)
     from vla_runtime.runtime.sim.world import SimWorld
 
     world = SimWorld()

@@ -75,7 +75,7 @@ def test_bundle_with_resize_graph_feeds_vision_the_pil_pixels(tiny_bundle, tmp_p
     delta = np.abs(seen[("graph", "vision")]["pixel_values"] - seen[("exact", "vision")]["pixel_values"])
     assert delta.max() <= level + 1e-6
     with load_policy(source, threads=1) as old:  # bundles without the graph keep the host path
-        assert old._resize_feed is None and "resize" not in old._runners
+        assert old._resize_feeds is None and "resize" not in old._runners
 
 
 def test_resize_graph_refusals_are_one_line(tiny_bundle, tmp_path, capsys):
