@@ -56,8 +56,10 @@ def build_from_source(
         manifest = build_manifest(source, infos, staging, seed, parity={})
         save_manifest(manifest, staging)
         start = time.perf_counter()
-        report = run_parity(source.model, staging, manifest, seed=seed, tol=tolerance, progress=progress)
+        reference = source.reference_model()  # a Hugging Face checkpoint: what transformers loads, not our rebuild
+        report = run_parity(reference, staging, manifest, seed=seed, tol=tolerance, progress=progress)
         report["seconds"] = round(time.perf_counter() - start, 2)
+        report["reference_model"] = source.reference_label
         failure = parity_failure(report)
         if failure:
             raise ParityError(f"parity failed: {failure}; the exported graphs do not reproduce the model")

@@ -72,7 +72,7 @@ def run(args) -> int:
         return 0
     seed = int(manifest.model.get("seed", 0))
     try:
-        report = run_parity(source.model, bundle.root, manifest, seed=seed, progress=True)
+        report = run_parity(source.reference_model(), bundle.root, manifest, seed=seed, progress=True)
     except ParityError as exc:
         raise UserError(str(exc)) from None
     for line in parity_lines(report):

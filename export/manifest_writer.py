@@ -15,7 +15,7 @@ from pathlib import Path
 from vla_runtime.export.checkpoint import Source
 from vla_runtime.export.model import count_parameters
 from vla_runtime.export.onnx_export import OPSET, GraphInfo
-from vla_runtime.export.tokenizer import BOS, PROMPT_TEMPLATE
+from vla_runtime.export.tokenizer import BOS
 from vla_runtime.runtime.bundle import hash_tree
 from vla_runtime.runtime.manifest import (
     DEFAULT_CAMERA_VIEWS,
@@ -128,7 +128,7 @@ def build_manifest(source: Source, graphs: list[GraphInfo], bundle_dir: Path, se
         graphs={g.role: _graph_spec(g) for g in graphs},
         preprocess=siglip_preprocess(pg.vision_config.image_size),
         prompt=Prompt(
-            template=PROMPT_TEMPLATE,
+            template=source.prompt_template,
             tokenizer_file=TOKENIZER_NAME,
             bos_token_id=tok.token_to_id(BOS),
             max_tokens=MAX_PROMPT_TOKENS,

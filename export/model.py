@@ -20,8 +20,22 @@ from vla_runtime.runtime.conventions import ActionTokens, flow_times
 logger = logging.getLogger(__name__)
 
 
+MAX_POSITIONS = 1024  # presets: positions the rotary tables cover (image tokens + prompt + actions)
+
+
+def eager(config: PaliGemmaConfig) -> PaliGemmaConfig:
+    """Eager attention everywhere: the explicit prefix mask must survive the trace."""
+    config._attn_implementation = "eager"
+    config.text_config._attn_implementation = "eager"
+    config.vision_config._attn_implementation = "eager"
+    return config
+
+
 def paligemma_config(cfg: VLAConfig, vocab_size: int) -> PaliGemmaConfig:
-    """PaliGemma config for these sizes; eager attention keeps the explicit prefix mask in the trace."""
+    """PaliGemma config for a preset's sizes; every other hyper-parameter is transformers' default.
+
+    A checkpoint never goes through here: its own config.json is the backbone config.
+    """
     vision = SiglipVisionConfig(
         hidden_size=cfg.vision_hidden,
         intermediate_size=cfg.vision_mlp,
@@ -39,7 +53,7 @@ def paligemma_config(cfg: VLAConfig, vocab_size: int) -> PaliGemmaConfig:
         num_attention_heads=cfg.text_heads,
         num_key_value_heads=cfg.text_kv_heads,
         head_dim=cfg.head_dim,
-        max_position_embeddings=1024,
+        max_position_embeddings=MAX_POSITIONS,
     )
     config = PaliGemmaConfig(
         vision_config=vision,
@@ -49,16 +63,44 @@ def paligemma_config(cfg: VLAConfig, vocab_size: int) -> PaliGemmaConfig:
         projection_dim=cfg.text_hidden,
         hidden_size=cfg.text_hidden,
     )
-    config._attn_implementation = "eager"
-    config.text_config._attn_implementation = "eager"
-    config.vision_config._attn_implementation = "eager"
-    return config
+    return eager(config)
+
+
+def backbone_sizes(backbone: PaliGemmaConfig) -> dict:
+    """The VLAConfig backbone fields of a PaliGemma config (the architecture's source of truth)."""
+    v, t = backbone.vision_config, backbone.text_config
+    return dict(
+        image_size=int(v.image_size),
+        patch_size=int(v.patch_size),
+        vision_hidden=int(v.hidden_size),
+        vision_layers=int(v.num_hidden_layers),
+        vision_heads=int(v.num_attention_heads),
+        vision_mlp=int(v.intermediate_size),
+        text_hidden=int(t.hidden_size),
+        text_layers=int(t.num_hidden_layers),
+        text_heads=int(t.num_attention_heads),
+        text_kv_heads=int(t.num_key_value_heads),
+        head_dim=int(t.head_dim),
+        text_mlp=int(t.intermediate_size),
+    )
 
 
 class ReferenceVLA(nn.Module):
-    """PaliGemma backbone + the head named by `cfg.head`."""
+    """PaliGemma backbone + the head named by `cfg.head`.
 
-    def __init__(self, cfg: VLAConfig, vocab_size: int, tokens: ActionTokens):
+    The backbone is built from `backbone` (a checkpoint's own PaliGemmaConfig, every
+    hyper-parameter as written) or, for presets, from the sizes in `cfg`; `vlm` hands in a
+    backbone transformers already loaded (`from_pretrained`, the parity reference).
+    """
+
+    def __init__(
+        self,
+        cfg: VLAConfig,
+        vocab_size: int,
+        tokens: ActionTokens,
+        backbone: PaliGemmaConfig | None = None,
+        vlm: PaliGemmaForConditionalGeneration | None = None,
+    ):
         super().__init__()
         tokens.check_vocabulary(vocab_size)
         if tokens.bins != cfg.bins:
@@ -66,7 +108,9 @@ class ReferenceVLA(nn.Module):
         self.cfg = cfg
         self.vocab_size = vocab_size
         self.tokens = tokens  # which vocabulary id is which bin
-        self.vlm = PaliGemmaForConditionalGeneration(paligemma_config(cfg, vocab_size))
+        if vlm is None:
+            vlm = PaliGemmaForConditionalGeneration(eager(backbone) if backbone else paligemma_config(cfg, vocab_size))
+        self.vlm = vlm
         self.action_head: nn.Module | None = None
         self.expert: FlowExpert | None = None
         if cfg.head == "parallel":
@@ -181,9 +225,11 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
 
 
-def build_model(cfg: VLAConfig, vocab_size: int, tokens: ActionTokens, seed: int = 0) -> ReferenceVLA:
-    """Seeded random weights: the same (cfg, seed) always gives the same model."""
+def build_model(
+    cfg: VLAConfig, vocab_size: int, tokens: ActionTokens, seed: int = 0, backbone: PaliGemmaConfig | None = None
+) -> ReferenceVLA:
+    """Seeded random weights: the same (cfg, backbone, seed) always gives the same model."""
     torch.manual_seed(seed)
-    model = ReferenceVLA(cfg, vocab_size, tokens)
+    model = ReferenceVLA(cfg, vocab_size, tokens, backbone=backbone)
     logger.info("built %s/%s VLA with %.2fM parameters", cfg.preset, cfg.head, count_parameters(model) / 1e6)
     return model

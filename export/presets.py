@@ -55,8 +55,8 @@ class VLAConfig:
             raise ValueError("image_size must be a multiple of patch_size")
         if self.head == "tokens" and self.horizon != 1:
             raise ValueError("the tokens head predicts one step: horizon must be 1")
-        if self.bins != 256:
-            raise ValueError("bins must be 256 (the action ids are the last 256 vocabulary ids)")
+        if not 2 <= self.bins <= 4096:
+            raise ValueError("bins must be 2..4096 (RT-2 uses 256, OpenVLA 255)")
         if self.expert_width % self.expert_heads or self.vision_hidden % self.vision_heads:
             raise ValueError("widths must divide evenly into attention heads")
         if min(self.horizon, self.action_dim, self.flow_steps, self.text_layers) < 1:

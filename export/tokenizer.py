@@ -1,14 +1,21 @@
-"""A small BPE tokenizer trained offline on robot instructions, with 256 action ids at the end.
+"""Tokenizers for export: our own small BPE with action ids at the end, or a checkpoint's file.
 
 Builds never touch the network, so the reference model gets its own tokenizer: BPE trained
-on a built-in corpus of tabletop instructions. As in OpenVLA, the last 256 vocabulary ids are
+on a built-in corpus of tabletop instructions. As in RT-2, the last 256 vocabulary ids are
 the action bins, so the language-model head scores them like any other token.
+
+A user's checkpoint brings its own: a `tokenizers` file (`tokenizer.json`) or a SentencePiece
+model (`tokenizer.model`, Gemma style), which is converted here, on the workstation, by
+transformers' own converter, so the bundle always carries a `tokenizer.json` the robot reads
+without sentencepiece or transformers.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import logging
+from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from vla_runtime.runtime.conventions import DEFAULT_PROMPT_TEMPLATE, ActionTokens
@@ -76,3 +83,44 @@ def action_tokens(tok: Tokenizer, bins: int = 256) -> ActionTokens:
     if any(tok.token_to_id(action_token(j)) != tokens.token_id(j) for j in (0, bins - 1)):
         raise ValueError(f"tokenizer does not end with {bins} action tokens <act_0>..<act_{bins - 1}>")
     return tokens
+
+
+TOKENIZER_JSON = "tokenizer.json"
+SENTENCEPIECE_MODEL = "tokenizer.model"
+
+
+def has_action_tokens(tok: Tokenizer) -> bool:
+    """True when the tokenizer names its action ids `<act_j>` (our own checkpoints do)."""
+    return tok.token_to_id(action_token(0)) is not None
+
+
+def load_tokenizer(directory: Path) -> tuple[Tokenizer, Path]:
+    """(tokenizer, the file it came from): `tokenizer.json` first, else a SentencePiece `tokenizer.model`."""
+    root = Path(directory)
+    path = root / TOKENIZER_JSON
+    if path.is_file():
+        try:
+            return Tokenizer.from_file(str(path)), path
+        except Exception as exc:  # tokenizers raises its own Exception subclass for bad JSON
+            raise ValueError(f"{path}: not a readable `tokenizers` file ({exc})") from None
+    path = root / SENTENCEPIECE_MODEL
+    if path.is_file():
+        return _from_sentencepiece(root), path
+    raise ValueError(f"{root}: no {TOKENIZER_JSON} or {SENTENCEPIECE_MODEL}; copy the model's tokenizer next to it")
+
+
+def _from_sentencepiece(root: Path) -> Tokenizer:
+    """A Gemma SentencePiece model as a `tokenizers` Tokenizer (byte fallback, spaces as U+2581)."""
+    if importlib.util.find_spec("sentencepiece") is None:
+        raise ValueError(
+            f"{root / SENTENCEPIECE_MODEL}: converting it needs the sentencepiece package; "
+            "pip install sentencepiece, or save the tokenizer as tokenizer.json"
+        )
+    from transformers import GemmaTokenizer
+
+    try:
+        converted = GemmaTokenizer.from_pretrained(str(root), local_files_only=True)
+    except Exception as exc:  # a damaged model file raises sentencepiece's or protobuf's own errors
+        raise ValueError(f"{root / SENTENCEPIECE_MODEL}: not a readable SentencePiece model ({exc})") from None
+    logger.info("converted %s to a tokenizers file (%d ids)", root / SENTENCEPIECE_MODEL, len(converted))
+    return converted.backend_tokenizer
