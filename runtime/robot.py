@@ -85,10 +85,15 @@ class StopConfig:
             raise ValueError(f"[safety] park: joint #{outside[0] + 1} = {self.park[outside[0]]} is outside its limits")
 
 
+# The rotation helpers run several times per tick inside safety and IK on 3-vectors and 3x3
+# matrices, where numpy's per-call overhead (~1 us a ufunc on a scalar) is the whole cost, so
+# they use `math` on Python floats and build one array at the end.
+
+
 def rpy_to_matrix(rpy: np.ndarray) -> np.ndarray:
     """Roll/pitch/yaw (rad, fixed axes x then y then z) -> rotation matrix [3, 3]."""
     r, p, y = (float(v) for v in rpy)
-    cr, sr, cp, sp, cy, sy = np.cos(r), np.sin(r), np.cos(p), np.sin(p), np.cos(y), np.sin(y)
+    cr, sr, cp, sp, cy, sy = math.cos(r), math.sin(r), math.cos(p), math.sin(p), math.cos(y), math.sin(y)
     return np.array(
         [
             [cy * cp, cy * sp * sr - sy * cr, cy * sp * cr + sy * sr],
@@ -100,19 +105,20 @@ def rpy_to_matrix(rpy: np.ndarray) -> np.ndarray:
 
 def matrix_to_rpy(m: np.ndarray) -> np.ndarray:
     """Rotation matrix [3, 3] -> roll/pitch/yaw (rad), the inverse of `rpy_to_matrix`."""
-    pitch = np.arcsin(np.clip(-m[2, 0], -1.0, 1.0))
-    roll = np.arctan2(m[2, 1], m[2, 2])
-    yaw = np.arctan2(m[1, 0], m[0, 0])
+    pitch = math.asin(min(max(-float(m[2, 0]), -1.0), 1.0))
+    roll = math.atan2(float(m[2, 1]), float(m[2, 2]))
+    yaw = math.atan2(float(m[1, 0]), float(m[0, 0]))
     return np.array([roll, pitch, yaw])
 
 
 def rotation_vector(m: np.ndarray) -> np.ndarray:
     """Rotation matrix -> axis * angle (rad) [3]; its norm is the rotation angle."""
-    angle = np.arccos(np.clip((np.trace(m) - 1.0) / 2.0, -1.0, 1.0))
+    trace = float(m[0, 0]) + float(m[1, 1]) + float(m[2, 2])
+    angle = math.acos(min(max((trace - 1.0) / 2.0, -1.0), 1.0))
     if angle < 1e-9:
         return np.zeros(3)
     axis = np.array([m[2, 1] - m[1, 2], m[0, 2] - m[2, 0], m[1, 0] - m[0, 1]])
-    norm = np.linalg.norm(axis)
+    norm = math.sqrt(float(axis @ axis))
     if norm < 1e-9:  # angle near pi: take the axis from the symmetric part
         axis = np.sqrt(np.clip((np.diag(m) + 1.0) / 2.0, 0.0, None))
         norm = np.linalg.norm(axis)
