@@ -40,11 +40,16 @@ TOKENIZER_FILE = "tokenizer.json"
 VLA_KEY = "vla_runtime"  # our entry inside config.json
 
 
-def from_config(cfg: VLAConfig, seed: int = 0, norm: NormStats | None = None) -> Source:
+def from_config(
+    cfg: VLAConfig, seed: int = 0, norm: NormStats | None = None, state_norm: NormStats | None = None
+) -> Source:
     """A seeded random-weight model for any config (presets, or a variant of one)."""
+    if (state_norm.dim if state_norm is not None else 0) != cfg.state_dim:
+        raise ValueError(f"the model reads {cfg.state_dim} state values; give statistics for exactly those")
     tok = build_tokenizer(cfg.base_vocab, cfg.bins)
     model = build_model(cfg, tok.get_vocab_size(), action_tokens(tok, cfg.bins), seed=seed)
-    return Source(cfg, model, tok, norm or default_norm_stats(), f"preset {cfg.preset}, seed {seed}")
+    return Source(cfg, model, tok, norm or default_norm_stats(), f"preset {cfg.preset}, seed {seed}",
+                  state_norm=state_norm)
 
 
 def from_preset(preset: str, head: str, seed: int = 0) -> Source:

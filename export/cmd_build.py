@@ -29,6 +29,11 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="weights seed (presets) and flow noise seed")
     p.add_argument("--force", action="store_true", help="replace a non-empty --out")
     p.add_argument("--save-checkpoint", metavar="DIR", help="also write the model as a checkpoint directory")
+    p.add_argument("--views", metavar="NAMES", help="camera views the preset model reads, comma-separated, in "
+                   "prefix order, e.g. front,wrist (the robot's [cameras.NAME]; default: front)")
+    p.add_argument("--state", nargs="?", const="sim", metavar="ROBOT",
+                   help="the preset model also reads the measured joint positions (+ gripper) of ROBOT "
+                   "(a built-in name or robot TOML; default sim), normalised by its joint limits")
     p.set_defaults(func=run)
 
 
@@ -48,7 +53,10 @@ def run(args) -> int:
             from vla_runtime.export.demo_checkpoints import shipped_checkpoint
 
             args.checkpoint = shipped_checkpoint(args.head)
-        source = load_source(args.head, preset=args.preset, checkpoint=args.checkpoint, seed=args.seed)
+        if args.views or args.state:
+            source = _preset_with_inputs(args)
+        else:
+            source = load_source(args.head, preset=args.preset, checkpoint=args.checkpoint, seed=args.seed)
         if args.save_checkpoint:
             saved = save_checkpoint(source, args.save_checkpoint)
             print(f"checkpoint written to {saved}")
@@ -64,3 +72,26 @@ def run(args) -> int:
         print(line)
     print(f"bundle: {out}  ({time.perf_counter() - start:.1f} s)")
     return 0
+
+
+def _preset_with_inputs(args):
+    """A preset model reading the --views cameras and the --state robot's measured state."""
+    import dataclasses
+
+    from vla_runtime.export.checkpoint import from_config
+    from vla_runtime.export.presets import preset_config
+    from vla_runtime.export.state_stats import robot_state_stats
+    from vla_runtime.runtime.robot_description import RobotDescriptionError
+
+    if args.checkpoint:
+        raise UserError("--views / --state shape a preset model; a checkpoint's inputs come from its own config")
+    views = tuple(v.strip() for v in args.views.split(",")) if args.views else ("front",)
+    if not all(views):
+        raise UserError(f"--views {args.views!r}: name each view, e.g. --views front,wrist")
+    try:
+        state = robot_state_stats(args.state) if args.state else None
+    except RobotDescriptionError as exc:
+        raise UserError(f"--state {args.state}: {exc}") from None
+    cfg = dataclasses.replace(preset_config(args.preset, args.head), views=views,
+                              state_dim=state.dim if state is not None else 0)
+    return from_config(cfg, seed=args.seed, state_norm=state)

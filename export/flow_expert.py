@@ -76,11 +76,21 @@ class FlowExpert(nn.Module):
         self.norm_out = nn.LayerNorm(w)
         self.action_out = nn.Linear(w, cfg.action_dim)
         self.width = w
+        # the measured state [B, S] conditions every action step (pi0 feeds it to the expert too)
+        self.state_in = nn.Linear(cfg.state_dim, w) if cfg.state_dim else None
 
-    def forward(self, context: torch.Tensor, noisy_actions: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        context: torch.Tensor,
+        noisy_actions: torch.Tensor,
+        timestep: torch.Tensor,
+        state: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         a = self.action_in(noisy_actions)  # [B, H, W]
         t = timestep_embedding(timestep, self.width)[:, None, :].expand_as(a)  # [B, H, W]
         x = self.time_mlp(torch.cat([a, t], dim=-1)) + self.step_embed  # [B, H, W]
+        if self.state_in is not None:
+            x = x + self.state_in(state)[:, None, :]  # [B, H, W]
         for block in self.blocks:
             x = block(x, context)  # [B, H, W]
         return self.action_out(self.norm_out(x))  # [B, H, D]

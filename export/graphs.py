@@ -97,16 +97,25 @@ class DecodeGraph(nn.Module):
 
 
 class HeadGraph(nn.Module):
-    """pooled [1,E] (+ past_action [1,D] bins) -> action_logits [1,H,D,256] (parallel head)."""
+    """pooled [1,E] (+ past_action [1,D] bins) (+ state [1,S]) -> action_logits [1,H,D,256] (parallel head)."""
 
     def __init__(self, model: ReferenceVLA):
         super().__init__()
         self.model = model
 
-    def forward(self, pooled: torch.Tensor, past_action: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, pooled: torch.Tensor, past_action: torch.Tensor | None = None, state: torch.Tensor | None = None
+    ) -> torch.Tensor:
         if past_action is not None:
             pooled = self.model.condition(pooled, past_action)  # [1, E]
-        return self.model.head_logits(pooled)  # [1, H, D, 256]
+        return self.model.head_logits(self.model.add_state(pooled, state))  # [1, H, D, 256]
+
+
+class StateHeadGraph(HeadGraph):
+    """The parallel head reading the state but no past action: pooled [1,E], state [1,S]."""
+
+    def forward(self, pooled: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        return super().forward(pooled, None, state)
 
 
 class VelocityGraph(nn.Module):
@@ -116,5 +125,11 @@ class VelocityGraph(nn.Module):
         super().__init__()
         self.expert = model.expert
 
-    def forward(self, context: torch.Tensor, noisy_actions: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
-        return self.expert(context, noisy_actions, timestep)  # [1, H, D]
+    def forward(
+        self,
+        context: torch.Tensor,
+        noisy_actions: torch.Tensor,
+        timestep: torch.Tensor,
+        state: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        return self.expert(context, noisy_actions, timestep, state)  # [1, H, D]

@@ -42,7 +42,7 @@ CONTROL_RATE_HZ = 10.0
 _PIL_RESAMPLE = {0: "nearest", 2: "bilinear", 3: "bicubic"}  # PIL.Image.Resampling values
 
 
-def siglip_preprocess(image_size: int) -> Preprocess:
+def siglip_preprocess(image_size: int, views: tuple[str, ...] = DEFAULT_CAMERA_VIEWS) -> Preprocess:
     """The constants transformers' SigLIP image processor applies, read from it rather than retyped."""
     from transformers.models.siglip.image_processing_siglip import SiglipImageProcessor as Processor
 
@@ -55,8 +55,16 @@ def siglip_preprocess(image_size: int) -> Preprocess:
         image_mean=tuple(float(v) for v in Processor.image_mean),
         image_std=tuple(float(v) for v in Processor.image_std),
         resample=resample,
-        camera_views=DEFAULT_CAMERA_VIEWS,  # the reference model reads one image, from the front view
+        camera_views=tuple(views),  # the robot's [cameras.NAME] views, in the model's prefix order
     )
+
+
+def state_space(stats) -> StateSpace:
+    """The measured state the model reads (NormStats of the state, or None: it reads none)."""
+    if stats is None:
+        return StateSpace()
+    n = Normalization(kind=stats.kind, low=stats.low, high=stats.high, mean=stats.mean, std=stats.std, mask=stats.mask)
+    return StateSpace(names=stats.names, units=stats.units, normalization=n)
 
 
 def tool_versions() -> dict:
@@ -117,7 +125,7 @@ def build_manifest(source: Source, graphs: list[GraphInfo], bundle_dir: Path, se
         "seed": seed,
         "parameters": count_parameters(source.model),
         "vocab_size": source.model.vocab_size,
-        "image_tokens": cfg.num_image_tokens,
+        "image_tokens": cfg.prefix_image_tokens,
         "hidden_size": cfg.text_hidden,
         "config": cfg.to_json(),
         "export_seconds": {g.role: g.seconds for g in graphs},
@@ -126,7 +134,7 @@ def build_manifest(source: Source, graphs: list[GraphInfo], bundle_dir: Path, se
         schema_version=SCHEMA_VERSION,
         model=model_info,
         graphs={g.role: _graph_spec(g) for g in graphs},
-        preprocess=siglip_preprocess(pg.vision_config.image_size),
+        preprocess=siglip_preprocess(pg.vision_config.image_size, cfg.views),
         prompt=Prompt(
             template=source.prompt_template,
             tokenizer_file=TOKENIZER_NAME,
@@ -141,5 +149,5 @@ def build_manifest(source: Source, graphs: list[GraphInfo], bundle_dir: Path, se
         files=hash_tree(bundle_dir),
         parity=parity,
         versions=tool_versions(),
-        state=StateSpace(),  # the reference graphs read no robot state; a state-reading head lists it here
+        state=state_space(source.state_norm),
     )

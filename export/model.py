@@ -122,6 +122,9 @@ class ReferenceVLA(nn.Module):
             )
         elif cfg.head == "flow":
             self.expert = FlowExpert(cfg)
+        # the parallel head adds the projected state to the pooled prefix (the flow expert has its own)
+        reads_state = cfg.state_dim and cfg.head == "parallel"
+        self.state_proj = nn.Linear(cfg.state_dim, cfg.text_hidden) if reads_state else None
         self.eval()
 
     # --- pieces shared by the graph wrappers and the reference path -----------------------------
@@ -145,6 +148,10 @@ class ReferenceVLA(nn.Module):
         emb = self.language_model.embed_tokens(self.tokens.token_id(past_action))  # [B, D, E]
         return pooled + emb.mean(dim=1)  # [B, E]
 
+    def add_state(self, pooled: torch.Tensor, state: torch.Tensor | None) -> torch.Tensor:
+        """pooled [B, E] + the projected normalised state [B, S] (parallel head reading the state)."""
+        return pooled if self.state_proj is None else pooled + self.state_proj(state)  # [B, E]
+
     def head_logits(self, pooled: torch.Tensor) -> torch.Tensor:
         c = self.cfg
         return self.action_head(pooled).reshape(-1, c.horizon, c.action_dim, c.bins)  # [B, H, D, 256]
@@ -158,7 +165,7 @@ class ReferenceVLA(nn.Module):
     # --- reference path: transformers' own full forward, no cache -------------------------------
 
     def _full_inputs(self, input_ids: torch.Tensor, suffix: torch.Tensor | None):
-        n = self.cfg.num_image_tokens
+        n = self.cfg.prefix_image_tokens  # pixel_values hold B x V images, view-major within a sample
         image_ids = torch.full((input_ids.shape[0], n), self.vlm.config.image_token_id, dtype=torch.long)  # [B, N]
         parts = [image_ids, input_ids] + ([suffix] if suffix is not None else [])
         ids = torch.cat(parts, dim=1)  # [B, N+T(+k)]
@@ -204,19 +211,29 @@ class ReferenceVLA(nn.Module):
 
     @torch.no_grad()
     def reference_parallel_logits(
-        self, pixel_values: torch.Tensor, input_ids: torch.Tensor, past_action: torch.Tensor | None = None
+        self,
+        pixel_values: torch.Tensor,
+        input_ids: torch.Tensor,
+        past_action: torch.Tensor | None = None,
+        state: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        return self.head_logits(self.pool(self.reference_hidden(pixel_values, input_ids), past_action))
+        pooled = self.pool(self.reference_hidden(pixel_values, input_ids), past_action)  # [1, E]
+        return self.head_logits(self.add_state(pooled, state))
 
     @torch.no_grad()
     def reference_flow(
-        self, pixel_values: torch.Tensor, input_ids: torch.Tensor, noise: torch.Tensor, steps: int
+        self,
+        pixel_values: torch.Tensor,
+        input_ids: torch.Tensor,
+        noise: torch.Tensor,
+        steps: int,
+        state: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Euler-integrate the expert from noise (t=1) to t=0; returns normalised actions [H, D]."""
         context = self.reference_hidden(pixel_values, input_ids)  # [1, L, E]
         x = noise[None].float()  # [1, H, D]
         for t in torch.from_numpy(flow_times(steps))[:, None]:  # t: [1]
-            x = x - (1.0 / steps) * self.expert(context, x, t)  # [1, H, D]
+            x = x - (1.0 / steps) * self.expert(context, x, t, state)  # [1, H, D]
         return x[0]
 
 

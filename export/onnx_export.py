@@ -15,7 +15,14 @@ from pathlib import Path
 
 import onnx
 import torch
-from vla_runtime.export.graphs import DecodeGraph, HeadGraph, PrefillGraph, VelocityGraph, VisionGraph
+from vla_runtime.export.graphs import (
+    DecodeGraph,
+    HeadGraph,
+    PrefillGraph,
+    StateHeadGraph,
+    VelocityGraph,
+    VisionGraph,
+)
 from vla_runtime.export.model import ReferenceVLA
 
 logger = logging.getLogger(__name__)
@@ -57,13 +64,14 @@ def _kv_names(prefix: str, layers: int) -> list[str]:
 def graph_plan(model: ReferenceVLA) -> dict:
     """role -> (wrapper, example args, input names, output names, dynamic shapes) for this head."""
     c = model.cfg
-    n, e, layers = c.num_image_tokens, c.text_hidden, c.text_layers
+    n, e, layers = c.prefix_image_tokens, c.text_hidden, c.text_layers  # n: image tokens of every view
     seq = torch.export.Dim("seq", min=1, max=512)
     ctx = torch.export.Dim("context", min=2, max=1024)
     past = torch.export.Dim("past", min=1, max=1024)
     pixels = torch.zeros(1, 3, c.image_size, c.image_size)  # [1, 3, S, S]
     image = torch.zeros(1, n, e)  # [1, N, E]
     prompt = torch.ones(1, _EXAMPLE_PROMPT, dtype=torch.long)  # [1, T]
+    state = torch.zeros(1, max(c.state_dim, 1))  # [1, S] normalised measured state (when the head reads it)
     plan = {"vision": (VisionGraph(model), (pixels,), ["pixel_values"], ["image_embeds"], None)}
     prefill_in = ["image_embeds", "input_ids"]
     prefill_dyn = {"image_embeds": None, "input_ids": {1: seq}}
@@ -85,24 +93,26 @@ def graph_plan(model: ReferenceVLA) -> dict:
     elif c.head == "parallel":
         plan["prefill"] = (PrefillGraph(model), (image, prompt), prefill_in, ["pooled"], prefill_dyn)
         pooled = torch.zeros(1, e)  # [1, E]
-        if c.condition_on_past_action:
-            past_action = torch.zeros(1, c.action_dim, dtype=torch.long)  # [1, D]
-            plan["head"] = (HeadGraph(model), (pooled, past_action), ["pooled", "past_action"], ["action_logits"], None)
+        past_action = torch.zeros(1, c.action_dim, dtype=torch.long)  # [1, D]
+        if c.condition_on_past_action and c.state_dim:
+            args, names, wrapper = (pooled, past_action, state), ["pooled", "past_action", "state"], HeadGraph(model)
+        elif c.condition_on_past_action:
+            args, names, wrapper = (pooled, past_action), ["pooled", "past_action"], HeadGraph(model)
+        elif c.state_dim:
+            args, names, wrapper = (pooled, state), ["pooled", "state"], StateHeadGraph(model)
         else:
-            plan["head"] = (HeadGraph(model), (pooled,), ["pooled"], ["action_logits"], None)
+            args, names, wrapper = (pooled,), ["pooled"], HeadGraph(model)
+        plan["head"] = (wrapper, args, names, ["action_logits"], None)
     else:
         plan["prefill"] = (PrefillGraph(model), (image, prompt), prefill_in, ["hidden_states"], prefill_dyn)
         context = torch.zeros(1, n + _EXAMPLE_PROMPT, e)  # [1, L, E]
         noisy = torch.zeros(1, c.horizon, c.action_dim)  # [1, H, D]
         t = torch.full((1,), 0.5)  # [1]
         dyn = {"context": {1: ctx}, "noisy_actions": None, "timestep": None}
-        plan["velocity"] = (
-            VelocityGraph(model),
-            (context, noisy, t),
-            ["context", "noisy_actions", "timestep"],
-            ["velocity"],
-            dyn,
-        )
+        args, names = (context, noisy, t), ["context", "noisy_actions", "timestep"]
+        if c.state_dim:
+            args, names, dyn = (*args, state), [*names, "state"], {**dyn, "state": None}
+        plan["velocity"] = (VelocityGraph(model), args, names, ["velocity"], dyn)
     return plan
 
 

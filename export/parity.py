@@ -24,9 +24,9 @@ from vla_runtime.export import graphs as G
 from vla_runtime.export.model import ReferenceVLA
 from vla_runtime.runtime.bundle import open_bundle
 from vla_runtime.runtime.conventions import bin_centres, flow_noise, token_position
-from vla_runtime.runtime.manifest import Manifest
+from vla_runtime.runtime.manifest import STATE_INPUT, Manifest, StateSpace
 from vla_runtime.runtime.policy import BundlePolicy, load_policy
-from vla_runtime.runtime.types import Frame
+from vla_runtime.runtime.types import Frame, Frames, RobotState
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +56,14 @@ def parity_images(count: int, seed: int) -> list[np.ndarray]:
     return frames
 
 
+def parity_state(rng: np.random.Generator, space: StateSpace) -> RobotState | None:
+    """A seeded measured state (joints in rad / m, gripper 0..1) for a bundle that reads one, else None."""
+    if not space.names:
+        return None
+    joints = rng.uniform(-1.0, 1.0, size=space.dim - int(space.has_gripper))  # [J]
+    return RobotState(joints, np.zeros(3), np.zeros(3), float(rng.uniform(0.0, 1.0)), 0.0)
+
+
 def _max_err(a: torch.Tensor | np.ndarray, b: np.ndarray) -> float:
     a = a.detach().numpy() if isinstance(a, torch.Tensor) else a
     if a.shape != b.shape:
@@ -64,13 +72,28 @@ def _max_err(a: torch.Tensor | np.ndarray, b: np.ndarray) -> float:
 
 
 @torch.no_grad()
-def graph_errors(model: ReferenceVLA, policy: BundlePolicy, pixel_values: np.ndarray, input_ids: np.ndarray) -> dict:
-    """role -> max abs error over that graph's outputs, for one observation."""
+def graph_errors(
+    model: ReferenceVLA,
+    policy: BundlePolicy,
+    pixel_values: np.ndarray,
+    input_ids: np.ndarray,
+    state: np.ndarray | None = None,
+) -> dict:
+    """role -> max abs error over that graph's outputs, for one observation.
+
+    pixel_values is [V, 3, S, S] (one row per camera view, in the manifest's order); state the
+    normalised state [1, S] for a bundle that reads one."""
     m = policy.manifest
     px, ids = torch.from_numpy(pixel_values), torch.from_numpy(input_ids)
+    st = torch.from_numpy(state) if state is not None else None
+    extra = {STATE_INPUT: state} if state is not None else {}
     errors = {}
-    image = G.VisionGraph(model)(px)  # [1, N, E]
-    errors["vision"] = _max_err(image, policy.run_graph("vision", {"pixel_values": pixel_values})["image_embeds"])
+    image = G.VisionGraph(model)(px)  # [V, N, E]
+    errors["vision"] = max(  # the vision graph runs once per view
+        _max_err(image[v : v + 1], policy.run_graph("vision", {"pixel_values": view})["image_embeds"])
+        for v, view in enumerate(np.split(pixel_values, len(pixel_values)))  # [1, 3, S, S] each
+    )
+    image = image.reshape(1, -1, image.shape[-1])  # [1, V*N, E] views concatenated in order
     ref = G.PrefillGraph(model)(image, ids)
     got = policy.run_graph("prefill", {"image_embeds": image.numpy(), "input_ids": input_ids})
     ref = ref if isinstance(ref, tuple) else (ref,)
@@ -88,40 +111,44 @@ def graph_errors(model: ReferenceVLA, policy: BundlePolicy, pixel_values: np.nda
         errors["decode"] = max(_max_err(r, got_dec[s.name]) for r, s in zip(ref_dec, specs, strict=True))
     elif m.head == "parallel":
         pooled = ref[0]  # [1, E]
-        feeds = {"pooled": pooled.numpy()}
+        feeds = {"pooled": pooled.numpy(), **extra}
         past_action = None
         if m.decode.condition_on_past_action:
             past_action = torch.arange(m.action.dim)[None] * 37 % m.action.bins  # [1, D] arbitrary bins
             feeds["past_action"] = past_action.numpy()
         got_head = policy.run_graph("head", feeds)["action_logits"]  # [1, H, D, 256]
-        errors["head"] = _max_err(G.HeadGraph(model)(pooled, past_action), got_head)
+        errors["head"] = _max_err(G.HeadGraph(model)(pooled, past_action, st), got_head)
     else:
         context = ref[0]  # [1, L, E]
         noise = torch.from_numpy(flow_noise(m.decode.noise_seed, m.action.horizon, m.action.dim))[None]  # [1, H, D]
         worst = 0.0
         for t in (1.0, 0.5, 0.1):
             tt = torch.tensor([t])  # [1]
-            feeds = {"context": context.numpy(), "noisy_actions": noise.numpy(), "timestep": tt.numpy()}
+            feeds = {"context": context.numpy(), "noisy_actions": noise.numpy(), "timestep": tt.numpy(), **extra}
             out = policy.run_graph("velocity", feeds)["velocity"]
-            worst = max(worst, _max_err(G.VelocityGraph(model)(context, noise, tt), out))
+            worst = max(worst, _max_err(G.VelocityGraph(model)(context, noise, tt, st), out))
         errors["velocity"] = worst
     return errors
 
 
-def _policy_actions(bundle_dir: Path, image: np.ndarray, task: str) -> tuple[np.ndarray, np.ndarray | None]:
+def _policy_actions(
+    bundle_dir: Path, frames: Frames, task: str, state: RobotState | None
+) -> tuple[np.ndarray, np.ndarray | None]:
     """(normalised [H, D], bins [H, D] or None) from a fresh runtime policy's first inference.
 
     Fresh per observation: the flow noise is the generator's first draw and a conditioned
     parallel head starts from "no previous action", as in the reference.
     """
     with load_policy(bundle_dir, backend="cpu", allow_failed_gate=True, verify=False) as policy:
-        policy.infer(Frame(image=image, t_capture=0.0), task)
+        policy.infer(frames, task, state)
         bins = policy.last_bins
         return np.array(policy.last_normalized, dtype=np.float32), None if bins is None else np.array(bins)
 
 
-def _reference_actions(model: ReferenceVLA, manifest: Manifest, px: torch.Tensor, ids: torch.Tensor):
-    """(normalised [H, D], bins [H, D] or None) from transformers' uncached forward."""
+def _reference_actions(
+    model: ReferenceVLA, manifest: Manifest, px: torch.Tensor, ids: torch.Tensor, state: torch.Tensor | None
+):
+    """(normalised [H, D], bins [H, D] or None) from transformers' uncached forward (px: [V, 3, S, S])."""
     centres = bin_centres(manifest.action.bins)
     if manifest.head == "tokens":
         bins = np.asarray(model.reference_tokens(px, ids))[None]  # [1, D]
@@ -130,10 +157,10 @@ def _reference_actions(model: ReferenceVLA, manifest: Manifest, px: torch.Tensor
         past = None
         if manifest.decode.condition_on_past_action:
             past = torch.zeros(1, manifest.action.dim, dtype=torch.long)  # [1, D] no previous action yet
-        bins = model.reference_parallel_logits(px, ids, past)[0].argmax(-1).numpy()  # [H, D]
+        bins = model.reference_parallel_logits(px, ids, past, state)[0].argmax(-1).numpy()  # [H, D]
         return centres[bins], bins
     noise = torch.from_numpy(flow_noise(manifest.decode.noise_seed, manifest.action.horizon, manifest.action.dim))
-    return model.reference_flow(px, ids, noise, manifest.decode.flow_steps).numpy(), None
+    return model.reference_flow(px, ids, noise, manifest.decode.flow_steps, state).numpy(), None
 
 
 def run_parity(
@@ -154,15 +181,23 @@ def run_parity(
     name = f"vla_runtime.runtime.policy ({policy.backend_name})"
     per_graph: dict[str, float] = {}
     bins_equal, bins_total, flow_err = 0, 0, 0.0
-    observations = list(zip(parity_images(len(PARITY_TASKS), seed), PARITY_TASKS, strict=True))
+    views = policy.views
+    images = parity_images(len(PARITY_TASKS) * len(views), seed)  # a different image per view
+    rng = np.random.default_rng(seed)
     with policy:
-        for image, task in tqdm(observations, desc="parity", unit="obs", disable=not progress):
-            px = np.array(policy.preprocess(image), dtype=np.float32)  # [1, 3, S, S] own copy: buffers are reused
+        for i, task in enumerate(tqdm(PARITY_TASKS, desc="parity", unit="obs", disable=not progress)):
+            frames = {v: Frame(image=images[i * len(views) + j], t_capture=0.0) for j, v in enumerate(views)}
+            state = parity_state(rng, manifest.state)
+            # [V, 3, S, S] own copies: the preprocess buffers are reused
+            px = np.concatenate([np.array(policy.preprocess(frames[v].image, v), dtype=np.float32) for v in views])
             ids = np.array(policy.tokenize(task), dtype=np.int64)  # [1, T]
-            for role, err in graph_errors(model, policy, px, ids).items():
+            vector = policy.state_vector(state)
+            vector = None if vector is None else np.array(vector, dtype=np.float32)  # [1, S]
+            for role, err in graph_errors(model, policy, px, ids, vector).items():
                 per_graph[role] = max(per_graph.get(role, 0.0), err)
-            ref_norm, ref_bins = _reference_actions(model, manifest, torch.from_numpy(px), torch.from_numpy(ids))
-            got_norm, got_bins = _policy_actions(bundle_dir, image, task)
+            st = None if vector is None else torch.from_numpy(vector)
+            ref_norm, ref_bins = _reference_actions(model, manifest, torch.from_numpy(px), torch.from_numpy(ids), st)
+            got_norm, got_bins = _policy_actions(bundle_dir, frames, task, state)
             if ref_bins is not None:
                 if got_bins is None:
                     raise ParityError("the runtime policy returned no action bins for a discrete head")

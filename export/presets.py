@@ -47,6 +47,9 @@ class VLAConfig:
     expert_layers: int = 2  # flow velocity network blocks
     expert_heads: int = 2  # attention heads in the velocity network
     flow_steps: int = 10  # Euler steps from noise (t=1) to actions (t=0)
+    # --- inputs ---
+    views: tuple[str, ...] = ("front",)  # camera views, in prefix order; each adds num_image_tokens
+    state_dim: int = 0  # S: measured state values the head reads (joints + gripper); 0 reads none
 
     def __post_init__(self):
         if self.head not in HEADS:
@@ -61,10 +64,21 @@ class VLAConfig:
             raise ValueError("widths must divide evenly into attention heads")
         if min(self.horizon, self.action_dim, self.flow_steps, self.text_layers) < 1:
             raise ValueError("horizon, action_dim, flow_steps and text_layers must be >= 1")
+        object.__setattr__(self, "views", tuple(self.views))  # JSON gives a list
+        if not (1 <= len(self.views) <= 8) or len(set(self.views)) != len(self.views):
+            raise ValueError(f"views must name 1..8 distinct camera views, got {list(self.views)}")
+        if not (0 <= self.state_dim <= 64):
+            raise ValueError(f"state_dim must be 0..64, got {self.state_dim}")
+        if self.state_dim and self.head == "tokens":
+            raise ValueError("the tokens head reads no robot state; use the parallel or flow head with a state")
 
     @property
     def num_image_tokens(self) -> int:
-        return (self.image_size // self.patch_size) ** 2  # N
+        return (self.image_size // self.patch_size) ** 2  # N, per view
+
+    @property
+    def prefix_image_tokens(self) -> int:
+        return len(self.views) * self.num_image_tokens  # V * N, all views in the prefix
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)

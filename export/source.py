@@ -36,6 +36,7 @@ class Source:
     # checkpoint, the backbone transformers loads from the directory. Called once, after export.
     reference: Callable[[], ReferenceVLA] | None = None
     prompt_template: str = PROMPT_TEMPLATE  # the prompt the model was trained with ("{task}" filled in)
+    state_norm: NormStats | None = None  # the measured state the model reads (cfg.state_dim values), if any
 
     @property
     def reference_label(self) -> str:

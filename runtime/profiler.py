@@ -167,11 +167,11 @@ class Profiler:
 
     def table(self) -> str:
         """The one compact per-stage table printed at the end of a run."""
-        lines = [f"{'stage':<18}{'n':>7}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}{'max ms':>10}"]
+        lines = [f"{'stage':<20}{'n':>7}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}{'max ms':>10}"]
         for name, s in self.stage_stats().items():
             label = f"  {name}" if name.split("[")[0] in INFER_STAGES else name  # preprocess[wrist]: one view
             lines.append(
-                f"{label:<18}{s['n']:>7}{s['p50']:>10.2f}{s['p95']:>10.2f}{s['p99']:>10.2f}{s['max']:>10.2f}"
+                f"{label:<20}{s['n']:>7}{s['p50']:>10.2f}{s['p95']:>10.2f}{s['p99']:>10.2f}{s['max']:>10.2f}"
             )
         p = self.pacing()
         lines.append(
