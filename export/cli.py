@@ -19,6 +19,7 @@ SUBCOMMANDS = {
     "sign": "vla_runtime.export.cmd_sign",
     "train": "vla_runtime.export.cmd_train",
     "dagger": "vla_runtime.export.cmd_dagger",
+    "triton": "vla_runtime.export.cmd_triton",
 }
 
 

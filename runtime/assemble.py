@@ -35,12 +35,30 @@ def load_robot(args) -> RobotDescription:
         raise UserError(str(exc)) from None
 
 
+def add_remote_args(p: argparse.ArgumentParser) -> None:
+    """Flags of `--backend remote` (a Triton / KServe v2 server; see vla-export triton)."""
+    p.add_argument("--server", metavar="URL", help="with --backend remote: grpc://HOST:8001, grpcs://, http://HOST:8000"
+                   " or https://")
+    p.add_argument("--remote-model", default="policy", metavar="NAME", help="served policy model (default policy)")
+    p.add_argument("--remote-timeout-ms", type=float, metavar="MS",
+                   help="deadline of each request (default: 80%% of the tick, or of the replan interval with --async)")
+    p.add_argument("--remote-frame", choices=("pixels", "uint8"), default="pixels",
+                   help="send the preprocessed frame (default) or the raw uint8 RGB frame")
+    p.add_argument("--ca-file", metavar="PEM", help="CA certificate(s) that signed the server's TLS certificate")
+    p.add_argument("--auth-file", metavar="FILE", help="file with one 'Header-Name: value' line sent with every "
+                   "request (default: $VLA_RUNTIME_REMOTE_AUTH); keeps tokens off the command line")
+
+
 def open_policy(args):
     """(policy, manifest, label) for --bundle / the embedded default; one-line errors."""
     from vla_runtime.runtime.backends import BackendError
     from vla_runtime.runtime.bundle import BundleError
     from vla_runtime.runtime.default_bundle import DEFAULT_HEAD, DefaultBundleError, ensure_default_bundle
     from vla_runtime.runtime.policy import load_policy
+
+    remote = getattr(args, "backend", None) == "remote"
+    if not remote and getattr(args, "server", None):
+        raise UserError("--server is for --backend remote; add it or drop --server")
 
     if args.bundle:
         bundle_dir = Path(args.bundle)
@@ -52,9 +70,12 @@ def open_policy(args):
         except DefaultBundleError as exc:
             raise UserError(str(exc)) from None
     try:
-        policy = load_policy(bundle_dir, backend=args.backend, allow_failed_gate=args.allow_failed_gate,
-                             trusted_keys=getattr(args, "trusted_keys", None),
-                             gpu_fp16=getattr(args, "precision", "fp16") != "fp32")
+        if remote:
+            policy = _open_remote(args, bundle_dir)
+        else:
+            policy = load_policy(bundle_dir, backend=args.backend, allow_failed_gate=args.allow_failed_gate,
+                                 trusted_keys=getattr(args, "trusted_keys", None),
+                                 gpu_fp16=getattr(args, "precision", "fp16") != "fp32")
     except (BundleError, BackendError, ValueError) as exc:
         raise UserError(str(exc)) from None
     m = policy.manifest
@@ -64,6 +85,26 @@ def open_policy(args):
     elif not args.bundle:
         label += " - the embedded random-weight demo bundle: the arm moves meaninglessly, but within the limits"
     return policy, m, label
+
+
+def _open_remote(args, bundle_dir: Path):
+    """A RemotePolicy for --backend remote: the bundle verified here, the request deadline inside the tick."""
+    from vla_runtime.runtime.backends.remote import RemoteConfig, open_remote_policy
+    from vla_runtime.runtime.backends.remote_link import RemoteError
+    from vla_runtime.runtime.policy import verified_bundle
+
+    if not args.server:
+        raise UserError("--backend remote needs --server grpc://HOST:8001 (or http://HOST:8000)")
+    bundle = verified_bundle(bundle_dir, args.allow_failed_gate, True, getattr(args, "trusted_keys", None))
+    control = bundle.manifest.control
+    period = 1.0 / (args.hz or control.rate_hz)
+    ticks = (getattr(args, "replan_every", None) or control.replan_every) if getattr(args, "asynchronous", False) else 1
+    timeout_s = args.remote_timeout_ms / 1e3 if args.remote_timeout_ms is not None else 0.8 * period * ticks
+    config = RemoteConfig(args.server, timeout_s, args.remote_model, args.remote_frame, args.ca_file, args.auth_file)
+    try:
+        return open_remote_policy(bundle, config)
+    except RemoteError as exc:
+        raise UserError(f"{exc}; nothing was opened on the robot") from None
 
 
 def build_robot(desc: RobotDescription, seed: int | None = None, views: tuple[str, ...] | None = None,

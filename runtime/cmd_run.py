@@ -12,6 +12,7 @@ import sys
 
 from vla_runtime.common.errors import UserError
 from vla_runtime.runtime.assemble import (
+    add_remote_args,
     add_robot_args,
     build_robot,
     load_robot,
@@ -46,7 +47,8 @@ def register(sub) -> None:
     p.add_argument("--async", dest="asynchronous", action="store_true",
                    help="infer in a worker thread while the loop keeps commanding the current chunk")
     p.add_argument("--max-misses", type=int, default=3, metavar="N",
-                   help="consecutive deadline misses before a safe stop (default 3)")
+                   help="consecutive deadline misses, or inferences a remote server did not answer in time,"
+                        " before a safe stop (default 3)")
     p.add_argument("--rt-priority", type=int, default=0, metavar="P",
                    help="run the loop thread SCHED_FIFO at priority P (1..99; needs CAP_SYS_NICE); 0 = off")
     p.add_argument("--mlockall", action="store_true",
@@ -66,8 +68,9 @@ def register(sub) -> None:
 def add_timing_args(p: argparse.ArgumentParser) -> None:
     """Flags shared with `profile`."""
     p.add_argument("--hz", type=float, help="control rate in Hz (default: the bundle's control.rate_hz)")
-    p.add_argument("--backend", default="auto", choices=("auto", "cpu", "cuda", "tensorrt"),
-                   help="device that runs the graphs (default auto)")
+    p.add_argument("--backend", default="auto", choices=("auto", "cpu", "cuda", "tensorrt", "remote"),
+                   help="device that runs the graphs (default auto); remote: an inference server (--server)")
+    add_remote_args(p)
     p.add_argument("--precision", default="fp16", choices=("fp16", "fp32"),
                    help="float precision the onnxruntime TensorRT provider may use for an fp32 bundle: fp16 "
                    "(default, faster) or fp32 (FP16 off: a model that overflows in fp16); native engines keep "
@@ -226,7 +229,8 @@ def run_episode(args, desc: RobotDescription) -> int:
         except (SafetyConfigError, ValueError, TypeError) as exc:
             raise UserError(f"{desc.source}: {exc}") from None
         max_age = min(spec.max_age for spec in specs)  # the oldest frame is judged by the strictest view
-        config = LoopConfig(args.steps, replan, args.asynchronous, limits.max_consecutive_rejects, max_age, stop=stop)
+        config = LoopConfig(args.steps, replan, args.asynchronous, limits.max_consecutive_rejects, max_age, stop=stop,
+                            max_missed_inferences=args.max_misses)
         action = manifest.action if args.policy == "bundle" else None
         recorder = open_recorder(args, desc, robot, policy, rate, kind, action, views) if args.record else None
         loop = ControlLoop(config, policy, robot, camera, safety, sched, recorder)
@@ -254,6 +258,7 @@ def run_episode(args, desc: RobotDescription) -> int:
         f" | stale chunk steps dropped {result.stale_steps_dropped}"
         + (f" | stale camera frames {result.stale_frames}" if result.stale_frames else "")
         + (f" | failed bus ticks {result.failed_ticks}" if result.failed_ticks else "")
+        + (f" | missed inferences {result.missed_inferences}" if result.missed_inferences else "")
     )
     if start is not None:
         end = world.body_position(target_block(args.task))
@@ -264,6 +269,7 @@ def run_episode(args, desc: RobotDescription) -> int:
     extra = {"episode": {"stop_reason": result.stop_reason, "ticks": result.ticks,
                          "inferences": result.inferences, "starved_ticks": result.starved_ticks,
                          "failed_ticks": result.failed_ticks, "signal": result.signal,
+                         "missed_inferences": result.missed_inferences,
                          "on_stop": stop.on_stop, "stopped": result.stopped},
              "safety": result.safety.to_json(), "policy": label, "robot": desc.name}
     if args.profile:

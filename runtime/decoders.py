@@ -62,6 +62,22 @@ class Decoder(ABC):
     def reset(self) -> None:  # noqa: B027 - most heads carry nothing over
         """Forget what carries over between inferences (start of an episode)."""
 
+    # -- remote decoding: the robot keeps what it draws or carries, a server decodes -------------
+
+    def extra_inputs(self) -> dict[str, tuple[str, tuple[int, ...]]]:
+        """name -> (dtype, shape without batch) of what `request_extras` sends; none for most heads."""
+        return {}
+
+    def request_extras(self) -> dict[str, np.ndarray]:
+        """Robot side: this inference's draw or carry-over ([1, ...] arrays), as a local decode would use it."""
+        return {}
+
+    def use_extras(self, extras: Mapping[str, np.ndarray]) -> None:  # noqa: B027 - nothing to take
+        """Server side: decode the next request with the robot's own draw or carry-over."""
+
+    def observe(self, decoded: Decoded) -> None:  # noqa: B027 - nothing carries over
+        """Robot side, after a server decoded: carry over what a local decode would have."""
+
 
 class TokensDecoder(Decoder):
     """Greedy action tokens, D steps, with the KV cache kept on the backend between steps."""
@@ -129,12 +145,26 @@ class ParallelDecoder(Decoder):
         if logits.shape[1:] != self._shape:
             raise ManifestError(f"head action_logits shape {logits.shape[1:]} != (H, D, bins) {self._shape}")
         bins = np.argmax(logits[0], axis=-1)  # [H, D] int64
-        if self._conditioned:
-            self._past_action[0] = bins[self._carry_row]
-        return Decoded(normalized=self._centres[bins], bins=bins)
+        decoded = Decoded(normalized=self._centres[bins], bins=bins)
+        self.observe(decoded)
+        return decoded
 
     def reset(self) -> None:
         self._past_action.fill(0)
+
+    def extra_inputs(self) -> dict[str, tuple[str, tuple[int, ...]]]:
+        return {"past_action": ("int64", (self._shape[1],))} if self._conditioned else {}
+
+    def request_extras(self) -> dict[str, np.ndarray]:
+        return {"past_action": self._past_action.copy()} if self._conditioned else {}  # [1, D] bins
+
+    def use_extras(self, extras: Mapping[str, np.ndarray]) -> None:
+        if self._conditioned:
+            self._past_action[0] = np.asarray(extras["past_action"]).reshape(-1)  # [D]
+
+    def observe(self, decoded: Decoded) -> None:
+        if self._conditioned and decoded.bins is not None:
+            self._past_action[0] = decoded.bins[self._carry_row]
 
 
 class FlowDecoder(Decoder):
@@ -155,16 +185,30 @@ class FlowDecoder(Decoder):
         self._t = np.zeros((1,), dtype=np.float32)  # [1] the current flow time
         self._step = np.zeros_like(self._x)  # [1, H, D] one Euler increment
         self._dt = np.float32(1.0 / settings.flow_steps)
+        self._given: np.ndarray | None = None  # [H, D] the robot's noise for the next decode (server side)
 
     def decode(self, prefix: Mapping[str, Any], run: RunGraph, prefix_len: int) -> Decoded:
         context = prefix["hidden_states"]  # [1, L, E], resident
-        self._x[0] = self._noise.draw(*self._shape)  # [H, D]
+        given, self._given = self._given, None
+        self._x[0] = self._noise.draw(*self._shape) if given is None else given  # [H, D]
         for k in range(self._steps):
             self._t[0] = self._times[k]
             v = run("velocity", {"context": context, "noisy_actions": self._x, "timestep": self._t}, ())
             np.multiply(v["velocity"], self._dt, out=self._step)  # [1, H, D]
             self._x -= self._step
         return Decoded(normalized=self._x[0].copy(), bins=None)
+
+    def extra_inputs(self) -> dict[str, tuple[str, tuple[int, ...]]]:
+        return {"noise": ("float32", self._shape)}
+
+    def request_extras(self) -> dict[str, np.ndarray]:
+        return {"noise": self._noise.draw(*self._shape)[None]}  # [1, H, D]: the draw a local decode makes
+
+    def use_extras(self, extras: Mapping[str, np.ndarray]) -> None:
+        noise = np.asarray(extras["noise"], dtype=np.float32)
+        if noise.size != self._x.size:
+            raise ManifestError(f"noise has {noise.size} values, the chunk needs {self._shape}")
+        self._given = noise.reshape(self._shape)
 
 
 DECODERS: dict[str, type[Decoder]] = {"tokens": TokensDecoder, "parallel": ParallelDecoder, "flow": FlowDecoder}

@@ -13,7 +13,7 @@ can take seconds on a real model) runs, and only then is the robot activated (to
 watchdogs, the UR program), so no watchdog can trip while the model loads.
 
 Whatever ends the episode (its length, Ctrl-C, SIGTERM, SIGHUP, an exception, too many deadline
-misses, rejected actions or failed bus ticks), the robot ends as `StopConfig.on_stop` says (hold
+misses, missed inferences, rejected actions or failed bus ticks), the robot ends as `StopConfig.on_stop` says (hold
 by default, park, or limp) and the devices are asked what state they are really in.
 """
 
@@ -32,7 +32,7 @@ from vla_runtime.runtime.recorder import FlightRecorder, TickRecord
 from vla_runtime.runtime.robot import Camera, Robot, StopConfig, TransientRobotError
 from vla_runtime.runtime.safety import SafetyFilter, SafetyReport, SafetyStats
 from vla_runtime.runtime.scheduler import Scheduler
-from vla_runtime.runtime.types import ActionChunk, Frame, Frames, Policy, RobotState, capture_time
+from vla_runtime.runtime.types import ActionChunk, Frame, Frames, InferenceMiss, Policy, RobotState, capture_time
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +47,9 @@ class LoopConfig:
     # unplugged camera must not steer the arm): the robot holds until a fresh frame arrives
     max_frame_age: float = 0.5
     stop: StopConfig = field(default_factory=StopConfig)  # on_stop, park pose, failed-tick budget
+    # inferences in a row that could not be had in time (InferenceMiss: a remote server late or
+    # gone) before a safe stop; meanwhile the current chunk runs out, then the robot holds
+    max_missed_inferences: int = 3
 
     def __post_init__(self):
         if self.steps < 1:
@@ -57,6 +60,8 @@ class LoopConfig:
             raise ValueError("max_consecutive_rejects must be >= 1")
         if self.max_frame_age <= 0:
             raise ValueError("max_frame_age must be > 0 seconds")
+        if self.max_missed_inferences < 1:
+            raise ValueError("max_missed_inferences must be >= 1")
 
 
 @dataclass
@@ -70,6 +75,9 @@ class EpisodeResult:
     warmup_s: float = 0.0  # seconds of the first (warm-up) inference
     failed_ticks: int = 0  # ticks whose bus exchange failed (timeout, corrupt reply); the devices held
     consecutive_failed: int = 0
+    missed_inferences: int = 0  # inferences that raised InferenceMiss (late or unreachable server)
+    consecutive_missed: int = 0
+    last_miss: str = ""  # why the latest one was missed
     signal: str | None = None  # "SIGINT" / "SIGTERM" / "SIGHUP" when a signal ended the episode
     stopped: str = ""  # the devices' own account of their state after the stop (or "could not confirm")
     safety: SafetyStats = field(default_factory=SafetyStats)
@@ -187,7 +195,7 @@ class ControlLoop:
                 age_ms = (now - capture_time(frame)) * 1e3
                 raise RuntimeError(f"camera frame is {age_ms:.0f} ms old at start; check the camera")
             t = self._clock()
-            chunk = self.policy.infer(frame, task, state)  # warm-up, and the first chunk
+            chunk = self._warm_up(frame, task, state, result)  # and the first chunk
             result.warmup_s = self._clock() - t
             result.inferences += 1
             if not self._stop_requested:  # a signal during the warm-up: never activate
@@ -213,6 +221,11 @@ class ControlLoop:
                     result.stop_reason = "safety rejects"
                     logger.error("%d rejected actions in a row: safe stop", result.safety.consecutive_held)
                     break
+                if result.consecutive_missed >= self.config.max_missed_inferences:
+                    result.stop_reason = (f"inference missed {result.consecutive_missed} times in a row "
+                                          f"({result.last_miss})")
+                    logger.info("%d missed inferences in a row: safe stop", result.consecutive_missed)
+                    break
                 if self.scheduler.stop_requested:
                     result.stop_reason = "deadline misses"
                     logger.error("%d deadline misses in a row: safe stop", self.scheduler.consecutive_misses)
@@ -221,6 +234,8 @@ class ControlLoop:
                 result.stop_reason = "interrupted"
         except KeyboardInterrupt:
             result.stop_reason = "interrupted"
+        except _NoInference as exc:  # the robot was never activated
+            result.stop_reason = str(exc)
         except Exception as exc:  # noqa: BLE001 - any failure ends in the safe state with one line
             logger.debug("loop failed", exc_info=True)
             result.stop_reason = f"error: {type(exc).__name__}: {exc}"
@@ -260,8 +275,13 @@ class ControlLoop:
                 replan, stale = False, True  # and every tick until a fresh frame: replanning stays due
             self._fresh = not stale
         if worker is not None:
-            done = worker.poll()
+            try:
+                done = worker.poll()
+            except InferenceMiss as exc:
+                done = None
+                self._missed(exc, result)
             if done is not None:
+                result.consecutive_missed = 0
                 result.inferences += 1
                 result.stale_steps_dropped += cursor.set(done[0], done[1], k)
             if replan and not worker.busy:
@@ -269,13 +289,18 @@ class ControlLoop:
                 last_plan, inference = k, result.inferences
         elif replan:
             t = self._clock()
-            with sched.section("infer"):
-                chunk = self.policy.infer(frame, task, state)
-            sched.profiler.record_stages(getattr(self.policy, "stage_times", {}) or {}, t)
-            inference = result.inferences
-            result.inferences += 1
-            result.stale_steps_dropped += cursor.set(chunk, k, k)
-            last_plan = k
+            try:
+                with sched.section("infer"):
+                    chunk = self.policy.infer(frame, task, state)
+            except InferenceMiss as exc:  # keep the chunk; replanning stays due, so the next tick tries again
+                self._missed(exc, result)
+            else:
+                sched.profiler.record_stages(getattr(self.policy, "stage_times", {}) or {}, t)
+                inference = result.inferences
+                result.inferences += 1
+                result.consecutive_missed = 0
+                result.stale_steps_dropped += cursor.set(chunk, k, k)
+                last_plan = k
         desired = None if stale else cursor.action_at(k)  # a blind camera holds the arm
         with sched.section("safety"):
             if desired is None:  # no chunk step for this slot: hold, which is not a rejected action
@@ -320,6 +345,29 @@ class ControlLoop:
                 logger.warning("first state read failed (%s); trying again", exc)
                 time.sleep(self.scheduler.period)
         return self.robot.read_state(self._clock())
+
+    def _warm_up(self, frame: Frames, task: str, state: RobotState, result: EpisodeResult) -> ActionChunk:
+        """The first inference, tried again (one period apart) while it is missed; never activates without it."""
+        while True:
+            try:
+                return self.policy.infer(frame, task, state)
+            except InferenceMiss as exc:
+                self._missed(exc, result)
+                if result.consecutive_missed >= self.config.max_missed_inferences:
+                    raise _NoInference(f"inference missed {result.consecutive_missed} times in a row before the "
+                                       f"robot was activated ({result.last_miss})") from None
+                time.sleep(self.scheduler.period)
+
+    def _missed(self, exc: InferenceMiss, result: EpisodeResult) -> None:
+        """An inference could not be had in time: the current chunk runs on (then the robot holds)."""
+        result.missed_inferences += 1
+        result.consecutive_missed += 1
+        result.last_miss = str(exc)
+        if result.consecutive_missed == 1:
+            # info: the episode line counts them, and the stop line names the last one
+            logger.info("inference missed (%s): executing the current chunk, then holding", exc)
+        if self.recorder is not None:
+            self.recorder.event(self._clock(), f"tick {self.scheduler.index}: inference missed: {exc}")
 
     def _failed_tick(self, exc: Exception, result: EpisodeResult, last_plan: int) -> int:
         """A bus exchange failed this tick: the devices keep their last goal; count it and move on."""
@@ -414,6 +462,10 @@ class ControlLoop:
                 signal.signal(signum, handler)
 
         return restore
+
+
+class _NoInference(Exception):
+    """The warm-up inference was missed too often: stop before activating."""
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # each ends the episode through the safe stop

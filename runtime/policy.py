@@ -14,7 +14,7 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from vla_runtime.runtime.backends import Backend, BackendError, BackendOptions, 
 from vla_runtime.runtime.backends.device import engine_mismatch, live_device
 from vla_runtime.runtime.backends.profiles import ProfileError, bundle_profiles
 from vla_runtime.runtime.bundle import Bundle, BundleError, open_bundle
-from vla_runtime.runtime.decoders import Decoder, Unnormalizer, make_decoder
+from vla_runtime.runtime.decoders import Decoded, Decoder, Unnormalizer, make_decoder
 from vla_runtime.runtime.manifest import STATE_INPUT, Manifest, ManifestError, Target, run_roles
 from vla_runtime.runtime.preprocess import Preprocessor
 from vla_runtime.runtime.preprocess_graph import RESIZE_OUTPUT, RESIZE_ROLE, ResizeFeed
@@ -62,6 +62,12 @@ def check_target(target: Target, device_id: int = 0) -> None:
         raise BundleError(f"bundle's TensorRT {problem}{fix}")
 
 
+def view_preprocess(manifest: Manifest) -> list:
+    """Each camera view's preprocessing settings (its own image size), in the manifest's order."""
+    pre = manifest.preprocess
+    return [dataclasses.replace(pre, image_size=pre.size_of(v)) for v in pre.camera_views]
+
+
 class BundlePolicy(Policy):
     """Runs a bundle's graphs for one observation; sessions and buffers live as long as it does."""
 
@@ -88,7 +94,7 @@ class BundlePolicy(Policy):
         # resizes with OpenCV, exact=True reproduces PIL bit for bit (parity references)
         pre = manifest.preprocess
         self.views = pre.camera_views
-        view_pre = [dataclasses.replace(pre, image_size=pre.size_of(v)) for v in self.views]
+        view_pre = view_preprocess(manifest)
         self._preprocessors = tuple(Preprocessor(p, exact=exact_preprocess) for p in view_pre)
         self._preprocess = self._preprocessors[0]
         # a bundle with a resize graph hands each frame to the accelerator as it is (exact: the host's PIL path)
@@ -142,19 +148,51 @@ class BundlePolicy(Policy):
         else:
             embeds = self._view_embeds(frames, times)  # [1, V*N, E] host
             tokens = embeds.shape[1]
-        prefix = self._run("prefill", {"image_embeds": embeds, "input_ids": input_ids}, self._decoder.prefill_keep)
-        prefix_len = tokens + input_ids.shape[1]  # V*N + T
-
-        role = self._decoder.role
-        times[role] = 0.0
-        self._graph_s = 0.0
+        decoded = self._decode_prefix(embeds, tokens, input_ids)
         t3 = time.perf_counter()
-        decoded = self._decoder.decode(prefix, self._run, prefix_len)
         actions = self._unnormalize(decoded.normalized)  # float64 [H, D]
-        times["decode_actions"] = time.perf_counter() - t3 - self._graph_s
-        self.last_normalized, self.last_bins = decoded.normalized, decoded.bins
+        times["decode_actions"] += time.perf_counter() - t3
         self.stage_times = times
         return ActionChunk(actions=actions, names=self._names, t_obs=capture_time(frame))
+
+    def decode_prepared(
+        self,
+        pixels: Sequence[np.ndarray],
+        input_ids: np.ndarray,
+        state_vector: np.ndarray | None = None,
+        extras: Mapping[str, np.ndarray] | None = None,
+    ) -> Decoded:
+        """Graphs + decoder on prepared inputs (pixel_values per view, ids, normalised state): model space.
+
+        What a server runs for a remote robot (runtime/serving.py): `extras` are the robot's own
+        draw or carry-over (`Decoder.request_extras`); None decodes with this policy's own.
+        """
+        self._times = {}
+        self._state_vector = state_vector  # [1, S] or None
+        if len(pixels) == 1:
+            embeds = self._run("vision", {"pixel_values": pixels[0]}, ("image_embeds",))["image_embeds"]  # [1, N, E]
+            tokens = self._runners["vision"].describe(embeds)[1][1]
+        else:  # each view's embeddings, concatenated in view order
+            parts = [self._run("vision", {"pixel_values": p})["image_embeds"].copy() for p in pixels]  # [1, N, E]
+            embeds = np.concatenate(parts, axis=1)  # [1, V*N, E]
+            tokens = embeds.shape[1]  # V*N
+        return self._decode_prefix(embeds, tokens, input_ids, extras)
+
+    def _decode_prefix(self, embeds: Any, tokens: int, input_ids: np.ndarray,
+                       extras: Mapping[str, np.ndarray] | None = None) -> Decoded:
+        """prefill, then the head's decoder: model-space actions."""
+        times = self._times
+        prefix = self._run("prefill", {"image_embeds": embeds, "input_ids": input_ids}, self._decoder.prefill_keep)
+        prefix_len = tokens + input_ids.shape[1]  # V*N + T
+        times[self._decoder.role] = 0.0
+        self._graph_s = 0.0
+        t3 = time.perf_counter()
+        if extras is not None:
+            self._decoder.use_extras(extras)
+        decoded = self._decoder.decode(prefix, self._run, prefix_len)
+        times["decode_actions"] = time.perf_counter() - t3 - self._graph_s
+        self.last_normalized, self.last_bins = decoded.normalized, decoded.bins
+        return decoded
 
     def _view_embeds(self, frames, times: dict[str, float]) -> np.ndarray:
         """Each view through its preprocessor and the vision graph; embeddings concatenated in view order."""
@@ -208,6 +246,25 @@ class BundlePolicy(Policy):
         self.close()
 
 
+def verified_bundle(
+    bundle_dir: str | Path, allow_failed_gate: bool = False, verify: bool = True, trusted_keys: str | Path | None = None
+) -> Bundle:
+    """Seal, hashes, the robot's trust store and the accuracy gate: what must hold before a robot uses a bundle."""
+    bundle = open_bundle(bundle_dir, verify=verify)
+    if verify:  # trusted_keys None: the default store ($VLA_RUNTIME_TRUSTED_KEYS or /etc/...), if any
+        enforce_trust(bundle, trusted_keys)
+    manifest = bundle.manifest
+    if manifest.gate_failed and not allow_failed_gate:
+        summary = manifest.gate.get("summary") or manifest.gate.get("reason") or "see manifest.gate"
+        raise BundleError(
+            f"{bundle.root.name}: the INT8 accuracy gate failed ({summary}); use the fp32 bundle, "
+            "re-quantize, or pass --allow-failed-gate to run it anyway"
+        )
+    if manifest.gate_failed:
+        logger.warning("running a bundle whose accuracy gate FAILED (--allow-failed-gate)")
+    return bundle
+
+
 def load_policy(
     bundle_dir: str | Path,
     backend: str = "cpu",
@@ -226,18 +283,8 @@ def load_policy(
     requested backend cannot run here); both messages name the fix. `gpu_fp16=False` keeps
     the onnxruntime TensorRT provider from running an fp32 graph's float layers in fp16.
     """
-    bundle = open_bundle(bundle_dir, verify=verify)
-    if verify:  # trusted_keys None: the default store ($VLA_RUNTIME_TRUSTED_KEYS or /etc/...), if any
-        enforce_trust(bundle, trusted_keys)
+    bundle = verified_bundle(bundle_dir, allow_failed_gate, verify, trusted_keys)
     manifest = bundle.manifest
-    if manifest.gate_failed and not allow_failed_gate:
-        summary = manifest.gate.get("summary") or manifest.gate.get("reason") or "see manifest.gate"
-        raise BundleError(
-            f"{bundle.root.name}: the INT8 accuracy gate failed ({summary}); use the fp32 bundle, "
-            "re-quantize, or pass --allow-failed-gate to run it anyway"
-        )
-    if manifest.gate_failed:
-        logger.warning("running a bundle whose accuracy gate FAILED (--allow-failed-gate)")
     check_target(manifest.target)
 
     roles = run_roles(manifest)

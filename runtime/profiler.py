@@ -30,6 +30,8 @@ STAGE_ORDER = (
     "decode",
     "head",
     "velocity",
+    "network",  # remote backend: transfer, (de)serialisation and the server's queue
+    "server",  # remote backend: the server's graphs and decode loop
     "decode_actions",
     "safety",
     "command",
@@ -38,7 +40,8 @@ STAGE_ORDER = (
     "slack",
 )
 # Stages that run inside "infer"; shown indented under it.
-INFER_STAGES = ("preprocess", "tokenize", "vision", "prefill", "decode", "head", "velocity", "decode_actions")
+INFER_STAGES = ("preprocess", "tokenize", "vision", "prefill", "decode", "head", "velocity", "network", "server",
+                "decode_actions")
 
 
 def _display_rank(stage: str) -> int:

@@ -58,9 +58,18 @@ class ActionChunk:
         return self.actions.shape[0]
 
 
+class InferenceMiss(RuntimeError):
+    """This inference could not be had in time (a remote server late or unreachable).
+
+    The loop keeps executing the chunk it has, then holds, and stops safely after too many
+    misses in a row; any other exception from `Policy.infer` ends the episode at once.
+    """
+
+
 class Policy(ABC):
     """Turns one observation and an instruction into a chunk of physical actions."""
 
     @abstractmethod
     def infer(self, frame: Frames, task: str, state: RobotState | None = None) -> ActionChunk:
-        """Run preprocessing, the graphs and the decoder once on one frame or one frame per view."""
+        """Run preprocessing, the graphs and the decoder once on one frame or one frame per view;
+        InferenceMiss when it could not in time."""
