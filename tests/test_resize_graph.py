@@ -69,7 +69,6 @@ def test_bundle_with_resize_graph_feeds_vision_the_pil_pixels(tiny_bundle, tmp_p
         in_graph.infer(frame, "pick up the red block")
         exact.infer(frame, "pick up the red block")
         assert "resize" in in_graph.stage_times and "resize" not in exact.stage_times
-        assert in_graph.stage_times["preprocess"] < 0.01  # the host only looks up the filter
     assert seen[("graph", "resize")]["image"].shape == (72, 128, 3)
     level = 2.0 / 255.0  # SigLIP: rescale 1/255, std 0.5
     delta = np.abs(seen[("graph", "vision")]["pixel_values"] - seen[("exact", "vision")]["pixel_values"])
