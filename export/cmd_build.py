@@ -19,7 +19,11 @@ def register(subparsers) -> None:
         description="Build the reference VLA (a size preset) or a local checkpoint, export its graphs, "
         "prove parity against PyTorch and write a bundle directory.",
     )
-    p.add_argument("--head", required=True, choices=HEADS, help="action head")
+    p.add_argument("--head", choices=HEADS, help="action head (required unless --from-lerobot)")
+    p.add_argument("--from-lerobot", metavar="DIR", help="a LeRobot pi0 / pi0.5 checkpoint folder (what its "
+                   "save_pretrained writes); needs --tokenizer")
+    p.add_argument("--tokenizer", metavar="FILE", help="the policy's tokenizer.json (LeRobot checkpoints do not "
+                   "carry it), for --from-lerobot")
     p.add_argument("--preset", default="tiny", choices=PRESETS, help="size preset (ignored with --checkpoint)")
     p.add_argument("--checkpoint", metavar="DIR", help="local checkpoint: config.json + model.safetensors + "
                    "tokenizer.json + norm_stats.json")
@@ -46,6 +50,10 @@ def run(args) -> int:
     from vla_runtime.runtime.manifest import load_manifest
 
     start = time.perf_counter()
+    if args.from_lerobot:
+        return _run_lerobot(args, start)
+    if args.head is None:
+        raise UserError("--head is required (or build a LeRobot checkpoint with --from-lerobot DIR --tokenizer FILE)")
     if args.demo_checkpoint and args.checkpoint:
         raise UserError("--demo-checkpoint and --checkpoint both name the weights; pass one of them")
     try:
@@ -95,3 +103,29 @@ def _preset_with_inputs(args):
     cfg = dataclasses.replace(preset_config(args.preset, args.head), views=views,
                               state_dim=state.dim if state is not None else 0)
     return from_config(cfg, seed=args.seed, state_norm=state)
+
+
+def _run_lerobot(args, start: float) -> int:
+    from vla_runtime.export.lerobot_build import build_from_lerobot
+    from vla_runtime.export.onnx_export import ExportError
+    from vla_runtime.runtime.cmd_inspect import parity_lines
+    from vla_runtime.runtime.manifest import load_manifest
+
+    if not args.tokenizer:
+        raise UserError("--from-lerobot needs --tokenizer FILE: LeRobot checkpoints name their tokenizer but do not "
+                        "carry it (pi0 / pi0.5: the PaliGemma tokenizer.json)")
+    if args.head or args.checkpoint or args.demo_checkpoint:
+        raise UserError("--from-lerobot reads the head and weights from the LeRobot folder; drop --head/--checkpoint")
+    try:
+        out = build_from_lerobot(args.from_lerobot, args.tokenizer, args.out, seed=args.seed, force=args.force)
+    except ExportError as exc:
+        raise UserError(str(exc)) from None
+    manifest = load_manifest(out)
+    m = manifest.model
+    print(f"model: {m['name']} ({m['parameters'] / 1e6:.2f}M parameters, {m['source']})")
+    for role, seconds in m.get("export_seconds", {}).items():
+        print(f"  exported {role:<9} in {seconds:.1f} s")
+    for line in parity_lines(manifest.parity):
+        print(line)
+    print(f"bundle: {out}  ({time.perf_counter() - start:.1f} s)")
+    return 0

@@ -8,12 +8,15 @@ entering through adaptive RMS norms). These modules compute exactly that, split 
 runtime needs the seams:
 
 - `Pi0Vision`:  pixel_values [1,3,S,S] -> image_embeds [1,N,E] (one camera)
-- `Pi0Prefix`:  image_embeds [1,C*N,E] + input_ids [1,T] -> present.{i}.key/value [1,KV,L,Dh]
-- `Pi0Expert`:  past_key_values.{i}.key/value [1,KV,L,Dh], (pi0: state [1,32]),
+- `Pi0Prefix`:  image_embeds [1,C*N,E] + input_ids, prompt_mask [1,T]
+                -> present.{i}.key/value [1,KV,L,Dh], L = C*N + T
+- `Pi0Expert`:  past_key_values.{i}.key/value [1,KV,L,Dh], prefix_mask [1,L], (pi0: state [1,32]),
                 noisy_actions [1,H,32], time_embedding [1,We] -> velocity [1,H,32]
 
-The prompt is fed unpadded: LeRobot pads it on the right and masks the pads out of every
-attention, and its positions count only real tokens, so the result is the same. The time
+The prompt is padded on the right to LeRobot's tokenizer_max_length with a 0/1 mask, as
+LeRobot's preprocessor does, so every shape is static (one TensorRT profile) and the masks and
+positions (pads hidden from every attention, positions counting real tokens only) are LeRobot's.
+The time
 embedding is an input because LeRobot computes the sinusoid in float64 (periods down to 4 ms):
 the runtime does that in numpy (`conventions.flow_time_embedding`) and the graph stays float32.
 Attention is written out (eager: softmax over scores + additive mask) so the exported graph has
@@ -130,7 +133,7 @@ class Pi0Vision(nn.Module):
 
 
 class Pi0Prefix(nn.Module):
-    """image_embeds [1,C*N,E] + input_ids [1,T] -> every layer's keys and values [1,KV,L,Dh]."""
+    """image_embeds [1,C*N,E] + input_ids / prompt_mask [1,T] -> every layer's keys and values [1,KV,L,Dh]."""
 
     def __init__(self, ckpt: LeRobotCheckpoint):
         super().__init__()
@@ -140,16 +143,19 @@ class Pi0Prefix(nn.Module):
         self.layers = nn.ModuleList(GemmaBlock(config, i, adaptive=False) for i in range(config.num_hidden_layers))
         self.rotary_emb = GemmaRotaryEmbedding(config)
 
-    def forward(self, image_embeds: torch.Tensor, input_ids: torch.Tensor):
+    def forward(self, image_embeds: torch.Tensor, input_ids: torch.Tensor, prompt_mask: torch.Tensor):
         x = torch.cat([image_embeds, self.embed_tokens(input_ids)], dim=1)  # [1, L, E]
-        positions = torch.arange(x.shape[1], device=x.device)[None]  # [1, L]: no pads, 0..L-1
+        valid = torch.cat([torch.ones_like(image_embeds[..., 0]), prompt_mask.to(x.dtype)], dim=1)  # [1, L]
+        positions = (torch.cumsum(valid, dim=1) - 1).long()  # [1, L]: pads do not count
+        seen = valid[:, None, :, None] * valid[:, None, None, :]  # [1, 1, L, L]: prefix-LM, pads hidden
+        mask = (1.0 - seen) * MASKED
         cos, sin = self.rotary_emb(x, positions)
         kv = []
-        for layer in self.layers:  # the prefix sees itself fully (prefix-LM): no mask
+        for layer in self.layers:
             q, k, v, _ = layer.qkv(x, None, cos, sin)
             kv += [k, v]
             if layer is not self.layers[-1]:  # the last layer's output feeds nothing
-                x = layer.finish(x, q, k, v, 0.0, None, None)
+                x = layer.finish(x, q, k, v, mask, None, None)
         return tuple(kv)
 
 
@@ -188,15 +194,16 @@ class Pi0Expert(nn.Module):
         return tokens, None, mask
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        """inputs: past_key_values.{i}.key/value..., prefix_mask [1,L], (pi0: state), noisy_actions, time_embedding."""
         n = 2 * len(self.layers)
-        past, rest = inputs[:n], inputs[n:]
+        past, prefix_mask, rest = inputs[:n], inputs[n], inputs[n + 1:]
         state, noisy_actions, time_embedding = (None, *rest) if self.pi05 else rest
         x, cond, suffix_mask = self._suffix(state, noisy_actions, time_embedding)
-        prefix_len = past[0].shape[2]
-        positions = prefix_len + torch.arange(x.shape[1], device=x.device)[None]  # [1, S]
+        valid = prefix_mask.to(x.dtype)  # [1, L]
+        positions = (valid.sum(dim=1, keepdim=True) + torch.arange(x.shape[1], device=x.device)[None]).long()
         cos, sin = self.rotary_emb(x, positions)
-        prefix_mask = torch.zeros(1, 1, x.shape[1], prefix_len, dtype=x.dtype)  # the suffix sees the prefix
-        mask = torch.cat([prefix_mask, suffix_mask], dim=-1)  # [1, 1, S, L+S]
+        hidden = ((1.0 - valid) * MASKED)[:, None, None, :].expand(1, 1, x.shape[1], valid.shape[1])
+        mask = torch.cat([hidden, suffix_mask], dim=-1)  # [1, 1, S, L+S]: the suffix sees valid prefix
         for i, layer in enumerate(self.layers):
             q, k, v, gate = layer.qkv(x, cond, cos, sin)
             k = torch.cat([past[2 * i], k], dim=2)  # [1, KV, L+S, Dh]

@@ -230,6 +230,10 @@ class Unnormalizer:
 
 
 def make_decoder(manifest: Manifest) -> Decoder:
+    if manifest.head == "pi0":  # its module builds on this one: imported here, not at the top
+        from vla_runtime.runtime.kv_flow import Pi0Decoder
+
+        return Pi0Decoder(manifest)
     return DECODERS[manifest.head](manifest)
 
 

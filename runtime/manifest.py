@@ -23,6 +23,12 @@ Graph roles and their tensors (batch is always 1 on the robot):
                -> action_logits f32 [1,H,D,256]
 - ``velocity`` context f32 [1,L,E], noisy_actions f32 [1,H,D], timestep f32 [1]
                -> velocity f32 [1,H,D]
+
+pi0 head (LeRobot pi0 / pi0.5, see `runtime/kv_flow.py`): ``vision`` runs once per camera view;
+``prefill`` takes the views' image_embeds concatenated [1,C*N,E], input_ids and prompt_mask
+i64 [1,T] (padded to prompt.max_tokens) -> present.{i}.key/value [1,KV,L,Dh]; ``expert`` takes
+past_key_values.{i}.*, prefix_mask i64 [1,L], (pi0: state f32 [1,Sp]), noisy_actions
+f32 [1,H,Ap], time_embedding f32 [1,W] -> velocity f32 [1,H,Ap] (Sp, Ap: padded widths).
 """
 
 from __future__ import annotations
@@ -53,14 +59,15 @@ from vla_runtime.runtime.seal import SEAL_KEY, SealError, check_seal, make_seal
 SCHEMA_VERSION = 1
 
 
-HEADS = ("tokens", "parallel", "flow")
-GRAPH_ROLES = ("resize", "vision", "prefill", "decode", "head", "velocity")
+HEADS = ("tokens", "parallel", "flow", "pi0")
+GRAPH_ROLES = ("resize", "vision", "prefill", "decode", "head", "velocity", "expert")
 OPTIONAL_GRAPHS = ("resize",)  # run first when a bundle has them; older bundles do without
 # Which graphs each head needs, in the order one inference runs them.
 HEAD_GRAPHS = {
     "tokens": ("vision", "prefill", "decode"),
     "parallel": ("vision", "prefill", "head"),
     "flow": ("vision", "prefill", "velocity"),
+    "pi0": ("vision", "prefill", "expert"),  # LeRobot pi0 / pi0.5: Euler steps over the prefix KV cache
 }
 
 
@@ -308,6 +315,12 @@ class DecodeSettings:
     num_layers: int = 0  # decoder layers: how many past_key_values pairs the decode graph takes
     num_kv_heads: int = 0  # KV heads per layer
     head_dim: int = 0  # per-head width of the KV cache
+    # pi0 head (LeRobot): the expert's padded widths, its time embedding and where the state goes
+    action_pad: int = 0  # noisy_actions / velocity width (LeRobot max_action_dim); first action.dim used
+    state_pad: int = 0  # state input width (max_state_dim); 0 when the state enters through the prompt
+    time_embedding_width: int = 0  # sine-cosine width of the flow time (the expert's hidden size)
+    time_periods: tuple[float, ...] = ()  # (min, max) periods of that embedding, in flow-time units
+    state_in_prompt: bool = False  # pi0.5: the normalised state is written into the prompt as bins
 
     def __post_init__(self):
         if self.head not in HEADS:

@@ -106,6 +106,12 @@ class BundlePolicy(Policy):
         self._state_vector = None
         self._tokenize = PromptTokenizer(manifest.prompt, bundle.path(manifest.prompt.tokenizer_file))
         self._unnormalize = Unnormalizer(manifest.action)
+        self._pi0 = None  # LeRobot pi0 / pi0.5: several views + state (runtime/kv_flow.py)
+        if manifest.head == "pi0":
+            from vla_runtime.runtime.kv_flow import Pi0Inputs
+
+            self._pi0 = Pi0Inputs(manifest, bundle.path(manifest.prompt.tokenizer_file))
+            self._state_roles = frozenset()  # the decoder feeds its expert the padded state itself
         self._names = manifest.action.names
         self._graph_s = 0.0  # graph seconds inside the current decode stage
 
@@ -133,6 +139,8 @@ class BundlePolicy(Policy):
 
     def infer(self, frame: Frames, task: str, state: RobotState | None = None) -> ActionChunk:
         """One frame (or {view: Frame}) + task (+ the measured state) -> ActionChunk [H, D] in physical units."""
+        if self._pi0 is not None:
+            return self._infer_pi0(frame, task, state)
         times = self._times = {}  # published whole at the end: a profiler thread may be reading the last
         frames = view_frames(frame, self.views)
         self._state_vector = self.state_vector(state)  # [1, S] or None
@@ -216,6 +224,24 @@ class BundlePolicy(Policy):
         feeds = self._resize_feeds[view](image)
         times[stage] = time.perf_counter() - t
         return self._run(RESIZE_ROLE, feeds, (RESIZE_OUTPUT,))[RESIZE_OUTPUT]  # resident on the device
+
+    def _infer_pi0(self, frames: Frames, task: str, state: RobotState | None) -> ActionChunk:
+        """Views (one Frame, or Frames by view name) + task + measured state -> ActionChunk."""
+        from vla_runtime.runtime.kv_flow import infer_pi0
+
+        if state is None:
+            raise ValueError("this bundle reads the robot state (manifest state.names); pass the measured state")
+        views = {k: f.image for k, f in frames.items()} if isinstance(frames, Mapping) else [frames.image]
+        t_obs = min(f.t_capture for f in frames.values()) if isinstance(frames, Mapping) else frames.t_capture
+        raw = np.concatenate([np.asarray(state.joint_positions, np.float64), [float(state.gripper)]])  # [S]
+        self._times, self._graph_s = {}, 0.0
+        t0 = time.perf_counter()
+        decoded = infer_pi0(self._pi0, self._decoder, self._preprocess, self._run, views, task, raw)
+        actions = self._unnormalize(decoded.normalized)  # float64 [H, D]
+        self._times["decode_actions"] = time.perf_counter() - t0 - sum(self._times.values())
+        self.last_normalized, self.last_bins = decoded.normalized, None
+        self.stage_times = self._times
+        return ActionChunk(actions=actions, names=self._names, t_obs=t_obs)
 
     def _run(self, role: str, inputs: Mapping[str, Any], keep: tuple[str, ...] = ()) -> dict[str, Any]:
         runner = self._runners[role]

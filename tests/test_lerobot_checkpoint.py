@@ -85,8 +85,9 @@ def test_torch_graphs_reproduce_lerobots_normalized_chunk(kind):
         for case in ("0", "1"):
             pixels = [torch.from_numpy(ref[f"{case}/image.{c}"]).permute(2, 0, 1)[None].float() / 255 * 2 - 1
                       for c in ckpt.cameras]
-            ids = ref[f"{case}/input_ids"][: int(ref[f"{case}/attention_mask"].sum())]  # unpadded
-            kv = prefix(torch.cat([vision(p) for p in pixels], dim=1), torch.from_numpy(ids)[None])
+            ids, pad = (torch.from_numpy(ref[f"{case}/{k}"])[None] for k in ("input_ids", "attention_mask"))
+            kv = prefix(torch.cat([vision(p) for p in pixels], dim=1), ids, pad)
+            prefix_mask = torch.cat([torch.ones(1, kv[0].shape[2] - pad.shape[1], dtype=torch.long), pad], dim=1)
             raw = ref[f"{case}/state"].astype(np.float64)
             state = torch.zeros(1, ckpt.max_state_dim)
             state[0, : ckpt.state_dim] = torch.from_numpy((raw - state_in["mean"]) / (state_in["std"] + 1e-8))
@@ -94,7 +95,7 @@ def test_torch_graphs_reproduce_lerobots_normalized_chunk(kind):
             dt = -1.0 / ckpt.num_steps
             for k in range(ckpt.num_steps):
                 emb = torch.from_numpy(flow_time_embedding(1.0 + k * dt, ckpt.sizes.expert_width, *ckpt.periods))
-                v = expert(*kv, x, emb) if kind == "pi05" else expert(*kv, state, x, emb)
+                v = expert(*kv, prefix_mask, x, emb) if kind == "pi05" else expert(*kv, prefix_mask, state, x, emb)
                 x = x + dt * v
             err = np.abs(x[0, :, : ckpt.action_dim].numpy() - ref[f"{case}/chunk_normalized"]).max()
             assert err < 1e-5, f"{kind} case {case}: max abs error {err:.2e} against LeRobot"
