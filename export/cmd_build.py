@@ -24,6 +24,8 @@ def register(subparsers) -> None:
                    "save_pretrained writes); needs --tokenizer")
     p.add_argument("--tokenizer", metavar="FILE", help="the policy's tokenizer.json (LeRobot checkpoints do not "
                    "carry it), for --from-lerobot")
+    p.add_argument("--state-names", metavar="A,B,..", help="the robot joints the LeRobot state lists, in order, "
+                   "then gripper (default joint_0,..,gripper), for --from-lerobot")
     p.add_argument("--preset", default="tiny", choices=PRESETS, help="size preset (ignored with --checkpoint)")
     p.add_argument("--checkpoint", metavar="DIR", help="local checkpoint: config.json + model.safetensors + "
                    "tokenizer.json + norm_stats.json")
@@ -117,7 +119,9 @@ def _run_lerobot(args, start: float) -> int:
     if args.head or args.checkpoint or args.demo_checkpoint:
         raise UserError("--from-lerobot reads the head and weights from the LeRobot folder; drop --head/--checkpoint")
     try:
-        out = build_from_lerobot(args.from_lerobot, args.tokenizer, args.out, seed=args.seed, force=args.force)
+        names = tuple(n.strip() for n in args.state_names.split(",")) if args.state_names else None
+        out = build_from_lerobot(args.from_lerobot, args.tokenizer, args.out, seed=args.seed, force=args.force,
+                                 state_names=names)
     except ExportError as exc:
         raise UserError(str(exc)) from None
     manifest = load_manifest(out)

@@ -82,12 +82,12 @@ def _plan(ckpt: LeRobotCheckpoint, modules) -> dict:
     }
 
 
-def _manifest(ckpt: LeRobotCheckpoint, tok: Tokenizer, infos, staging: Path, seed: int, parity: dict) -> Manifest:
+def _manifest(ckpt: LeRobotCheckpoint, tok: Tokenizer, infos, staging: Path, seed: int, parity: dict,
+              state_names: tuple[str, ...]) -> Manifest:
     names = ckpt.action_names
     ee = names == EE_NAMES
     units = ("m", "m", "m", "rad", "rad", "rad", "open") if ee else tuple(
         "open" if n == "gripper" else "rad" for n in names)
-    state_names = tuple(f"s{i}" for i in range(ckpt.state_dim - 1)) + ("gripper",)
     s = ckpt.sizes
     return Manifest(
         schema_version=SCHEMA_VERSION,
@@ -170,9 +170,9 @@ def _parity(staging: Path, ckpt: LeRobotCheckpoint, modules, seed: int) -> dict:
                 want = want if isinstance(want, tuple) else (want,)
                 err = max(float(np.abs(g - w.numpy()).max()) for g, w in zip(got.values(), want, strict=True))
                 graph_err[role] = max(graph_err.get(role, 0.0), err)
-            pixels = [policy.preprocess(images[v]).copy() for v in ckpt.cameras]
+            pixels = [policy.preprocess(images[v], v).copy() for v in ckpt.cameras]
             pre = seen["prefill"][0]
-            normalized_state = policy._pi0.state(raw)
+            normalized_state = policy.state_vector(state)[0]
             ref = torch_chunk(modules, ckpt, pixels, pre["input_ids"], pre["prompt_mask"], normalized_state, noise)
             chunk_err = max(chunk_err, float(np.abs(policy.last_normalized - ref).max()))
     graphs = {r: {"max_abs_err": e, "passed": e <= GRAPH_TOLERANCE} for r, e in graph_err.items()}
@@ -182,12 +182,22 @@ def _parity(staging: Path, ckpt: LeRobotCheckpoint, modules, seed: int) -> dict:
             "passed": all(g["passed"] for g in graphs.values()) and action["passed"]}
 
 
+def state_layout(ckpt: LeRobotCheckpoint, names: tuple[str, ...] | None) -> tuple[str, ...]:
+    """The robot joints the state lists, then "gripper" (LeRobot keeps the names with the dataset, not
+    the policy): given, or joint_0.. by default (map them with --joint-map on the robot)."""
+    names = names or tuple(f"joint_{i}" for i in range(ckpt.state_dim - 1)) + ("gripper",)
+    if len(names) != ckpt.state_dim:
+        raise UserError(f"--state-names lists {len(names)} names but the policy's state has {ckpt.state_dim} values")
+    return tuple(names)
+
+
 def build_from_lerobot(checkpoint: str | Path, tokenizer: str | Path, out_dir: str | Path, seed: int = 0,
-                       force: bool = False) -> Path:
+                       force: bool = False, state_names: tuple[str, ...] | None = None) -> Path:
     """Export, verify and install a bundle for a LeRobot pi0 / pi0.5 checkpoint folder."""
     from vla_runtime.export.parity import parity_failure
 
     ckpt = read_checkpoint(checkpoint)
+    state_names = state_layout(ckpt, state_names)
     try:
         tok = Tokenizer.from_file(str(tokenizer))
     except Exception as exc:  # tokenizers raises its own Exception subclass
@@ -205,13 +215,13 @@ def build_from_lerobot(checkpoint: str | Path, tokenizer: str | Path, out_dir: s
     with staged_directory(out) as staging:
         infos = [export_graph(role, entry, staging) for role, entry in _plan(ckpt, modules).items()]
         shutil.copyfile(tokenizer, staging / TOKENIZER_NAME)
-        save_manifest(_manifest(ckpt, tok, infos, staging, seed, parity={}), staging)
+        save_manifest(_manifest(ckpt, tok, infos, staging, seed, {}, state_names), staging)
         start = time.perf_counter()
         report = _parity(staging, ckpt, modules, seed)
         report["seconds"] = round(time.perf_counter() - start, 2)
         failure = parity_failure(report)
         if failure:
             raise UserError(f"parity failed: {failure}; the exported graphs do not reproduce the checkpoint")
-        save_manifest(_manifest(ckpt, tok, infos, staging, seed, parity=report), staging)
+        save_manifest(_manifest(ckpt, tok, infos, staging, seed, report, state_names), staging)
     logger.info("bundle written to %s", out)
     return out

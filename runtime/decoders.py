@@ -230,10 +230,8 @@ class Unnormalizer:
 
 
 def make_decoder(manifest: Manifest) -> Decoder:
-    if manifest.head == "pi0":  # its module builds on this one: imported here, not at the top
-        from vla_runtime.runtime.kv_flow import Pi0Decoder
-
-        return Pi0Decoder(manifest)
+    if manifest.head not in DECODERS:  # "pi0": runtime.kv_flow.Pi0Decoder, which builds on this module
+        raise ManifestError(f"decode.head {manifest.head!r} has its own decoder (runtime.kv_flow for pi0)")
     return DECODERS[manifest.head](manifest)
 
 

@@ -2,7 +2,7 @@
 
 The order is LeRobot's (`PI0Pytorch.sample_actions`), with no torch:
 
-1. the state is normalised with the bundle's statistics (LeRobot's normaliser step); pi0 pads
+1. the state is normalised with the bundle's statistics (`StateInput`, as LeRobot's normaliser); pi0 pads
    it with zeros to `decode.state_pad` for the expert, pi0.5 writes it into the prompt as
    256-bin numbers (`conventions.state_prompt_bins`) and the expert never sees it;
 2. the prompt is BOS + the encoded template, truncated and right-padded to `prompt.max_tokens`
@@ -28,7 +28,6 @@ from typing import Any
 import numpy as np
 from tokenizers import Tokenizer
 from vla_runtime.runtime.conventions import (
-    ActionNormalizer,
     FlowNoise,
     flow_time_embedding,
     flow_times,
@@ -138,57 +137,24 @@ class Pi0Decoder(Decoder):
         return Decoded(normalized=self._x[0, :, : self._dim].copy(), bins=None)
 
 
-class Pi0Inputs:
-    """The tick's observation in the graphs' terms: normalised state, prompt, prefix mask."""
-
-    def __init__(self, manifest: Manifest, tokenizer_path: str | Path):
-        self.views = manifest.preprocess.camera_views
-        state = manifest.state
-        self._state_dim = len(state.names)
-        self._normalizer = ActionNormalizer(state.normalization, self._state_dim)
-        self.prompt = Pi0Prompt(manifest, tokenizer_path)
-
-    def state(self, raw: np.ndarray) -> np.ndarray:
-        """Physical state [S] -> model space float32 [S] (LeRobot's normaliser)."""
-        raw = np.asarray(raw, dtype=np.float64).reshape(-1)
-        if raw.shape[0] != self._state_dim:
-            raise ValueError(f"robot state has {raw.shape[0]} values; the bundle reads {self._state_dim} "
-                             "(manifest state.names)")
-        return self._normalizer.normalize(raw).astype(np.float32)
-
-    def images(self, views: Mapping[str, np.ndarray] | Sequence[np.ndarray]) -> list[np.ndarray]:
-        """The views in the bundle's order (a mapping by view name, or a sequence already in order)."""
-        if isinstance(views, Mapping):
-            missing = [v for v in self.views if v not in views]
-            if missing:
-                raise ValueError(f"no image for camera view(s) {missing}; the bundle reads {list(self.views)}")
-            return [views[v] for v in self.views]
-        views = list(views)
-        if len(views) != len(self.views):
-            raise ValueError(f"{len(views)} image(s) for the bundle's {len(self.views)} views {list(self.views)}")
-        return views
-
-
 def infer_pi0(
-    inputs: Pi0Inputs,
+    prompt: Pi0Prompt,
     decoder: Pi0Decoder,
-    preprocess,
     run: RunGraph,
-    views: Mapping[str, np.ndarray] | Sequence[np.ndarray],
+    pixels: Sequence[np.ndarray],
     task: str,
-    raw_state: np.ndarray,
+    normalized_state: np.ndarray,
 ) -> Decoded:
-    """One pi0 inference through `run` (the policy's timed graph runner); normalised chunk out."""
-    state = inputs.state(raw_state)  # [S]
-    ids, mask = inputs.prompt(task, state)  # [1, T] each
-    embeds = [np.array(run("vision", {"pixel_values": preprocess(img)}, ())["image_embeds"], copy=True)
-              for img in inputs.images(views)]  # C x [1, N, E]
+    """One pi0 inference through `run` (the policy's timed graph runner): preprocessed views in the
+    bundle's order [1,3,S,S] each, the task and the normalised state [S] -> the normalised chunk."""
+    ids, mask = prompt(task, normalized_state)  # [1, T] each
+    embeds = [np.array(run("vision", {"pixel_values": p}, ())["image_embeds"], copy=True) for p in pixels]
     image_embeds = np.concatenate(embeds, axis=1)  # [1, C*N, E]
     prefix = run("prefill", {"image_embeds": image_embeds, "input_ids": ids, "prompt_mask": mask},
                  decoder.prefill_keep)
     prefix_mask = np.concatenate([np.ones((1, image_embeds.shape[1]), np.int64), mask], axis=1)  # [1, L]
-    decoder.prepare(state, prefix_mask)
+    decoder.prepare(normalized_state, prefix_mask)
     return decoder.decode(prefix, run, prefix_mask.shape[1])
 
 
-__all__ = ["Pi0Decoder", "Pi0Inputs", "Pi0Prompt", "infer_pi0"]
+__all__ = ["Pi0Decoder", "Pi0Prompt", "infer_pi0"]

@@ -459,16 +459,17 @@ def _check_inputs(m: Manifest) -> None:
     """Views and state against the graphs that read them: which graph takes the state, and how
     many image embeddings the prefix expects for that many views (where the shapes are fixed)."""
     readers = [r for r in HEAD_GRAPHS[m.decode.head] if STATE_INPUT in m.graphs[r].input_names]
-    if m.state.names and not readers:
+    width = m.decode.state_pad or m.state.dim  # pi0 pads the state to LeRobot's max_state_dim
+    if m.state.names and not readers and not m.decode.state_in_prompt:  # pi0.5 writes it into the prompt
         raise ManifestError(f"state lists {m.state.dim} values but no graph has an input {STATE_INPUT!r}; "
                             "rebuild the bundle or drop state")
     for role in readers:
         if not m.state.names:
             raise ManifestError(f"graphs.{role} reads the robot state but state.names is empty; rebuild the bundle")
         shape = m.graphs[role].input(STATE_INPUT).shape
-        if len(shape) != 2 or (isinstance(shape[-1], int) and shape[-1] != m.state.dim):
+        if len(shape) != 2 or (isinstance(shape[-1], int) and shape[-1] != width):
             raise ManifestError(f"graphs.{role}.{STATE_INPUT} has shape {list(shape)}; state lists "
-                                f"{m.state.dim} values, so it must be [1, {m.state.dim}]")
+                                f"{m.state.dim} values (padded to {width}), so it must be [1, {width}]")
     vision, prefill = m.graphs["vision"], m.graphs["prefill"]
     pixels = vision.input("pixel_values").shape if "pixel_values" in vision.input_names else ()
     for view in m.preprocess.camera_views:

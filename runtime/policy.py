@@ -24,6 +24,7 @@ from vla_runtime.runtime.backends.device import engine_mismatch, live_device
 from vla_runtime.runtime.backends.profiles import ProfileError, bundle_profiles
 from vla_runtime.runtime.bundle import Bundle, BundleError, open_bundle
 from vla_runtime.runtime.decoders import Decoded, Decoder, Unnormalizer, make_decoder
+from vla_runtime.runtime.kv_flow import Pi0Decoder, Pi0Prompt, infer_pi0
 from vla_runtime.runtime.manifest import STATE_INPUT, Manifest, ManifestError, Target, run_roles
 from vla_runtime.runtime.preprocess import Preprocessor
 from vla_runtime.runtime.preprocess_graph import RESIZE_OUTPUT, RESIZE_ROLE, ResizeFeed
@@ -108,9 +109,7 @@ class BundlePolicy(Policy):
         self._unnormalize = Unnormalizer(manifest.action)
         self._pi0 = None  # LeRobot pi0 / pi0.5: several views + state (runtime/kv_flow.py)
         if manifest.head == "pi0":
-            from vla_runtime.runtime.kv_flow import Pi0Inputs
-
-            self._pi0 = Pi0Inputs(manifest, bundle.path(manifest.prompt.tokenizer_file))
+            self._pi0 = Pi0Prompt(manifest, bundle.path(manifest.prompt.tokenizer_file))
             self._state_roles = frozenset()  # the decoder feeds its expert the padded state itself
         self._names = manifest.action.names
         self._graph_s = 0.0  # graph seconds inside the current decode stage
@@ -225,23 +224,21 @@ class BundlePolicy(Policy):
         times[stage] = time.perf_counter() - t
         return self._run(RESIZE_ROLE, feeds, (RESIZE_OUTPUT,))[RESIZE_OUTPUT]  # resident on the device
 
-    def _infer_pi0(self, frames: Frames, task: str, state: RobotState | None) -> ActionChunk:
-        """Views (one Frame, or Frames by view name) + task + measured state -> ActionChunk."""
-        from vla_runtime.runtime.kv_flow import infer_pi0
-
-        if state is None:
-            raise ValueError("this bundle reads the robot state (manifest state.names); pass the measured state")
-        views = {k: f.image for k, f in frames.items()} if isinstance(frames, Mapping) else [frames.image]
-        t_obs = min(f.t_capture for f in frames.values()) if isinstance(frames, Mapping) else frames.t_capture
-        raw = np.concatenate([np.asarray(state.joint_positions, np.float64), [float(state.gripper)]])  # [S]
-        self._times, self._graph_s = {}, 0.0
+    def _infer_pi0(self, frame: Frames, task: str, state: RobotState | None) -> ActionChunk:
+        """Every view + task + the measured state -> ActionChunk, LeRobot's pi0 order (runtime/kv_flow.py)."""
+        times = self._times = {}
+        self._graph_s = 0.0
         t0 = time.perf_counter()
-        decoded = infer_pi0(self._pi0, self._decoder, self._preprocess, self._run, views, task, raw)
+        normalized_state = self.state_vector(state)[0]  # [S], refuses a missing state in one line
+        frames = view_frames(frame, self.views)
+        pixels = [self._pixels(i, f.image, times, f"preprocess[{v}]")
+                  for i, (v, f) in enumerate(zip(self.views, frames, strict=True))]  # C x [1, 3, S, S]
+        decoded = infer_pi0(self._pi0, self._decoder, self._run, pixels, task, normalized_state)
         actions = self._unnormalize(decoded.normalized)  # float64 [H, D]
-        self._times["decode_actions"] = time.perf_counter() - t0 - sum(self._times.values())
+        times["decode_actions"] = time.perf_counter() - t0 - sum(times.values())
         self.last_normalized, self.last_bins = decoded.normalized, None
-        self.stage_times = self._times
-        return ActionChunk(actions=actions, names=self._names, t_obs=t_obs)
+        self.stage_times = times
+        return ActionChunk(actions=actions, names=self._names, t_obs=capture_time(frame))
 
     def _run(self, role: str, inputs: Mapping[str, Any], keep: tuple[str, ...] = ()) -> dict[str, Any]:
         runner = self._runners[role]
@@ -316,7 +313,7 @@ def load_policy(
     roles = run_roles(manifest)
     specs = [manifest.graphs[r] for r in roles]
     try:
-        decoder = make_decoder(manifest)
+        decoder = Pi0Decoder(manifest) if manifest.head == "pi0" else make_decoder(manifest)
     except ManifestError as exc:
         raise BundleError(f"{bundle.root / 'manifest.json'}: {exc}") from None
     threads = threads if threads is not None else default_threads()
