@@ -4,14 +4,19 @@ The TensorRT and CUDA code paths have been written against the documented Tensor
 and onnxruntime-gpu APIs and tested on CPU through fakes only. This script is what verifies
 them for real: for each head (parallel, tokens, flow) it builds the FP32 bundle from a preset,
 quantizes a QDQ INT8 bundle from generated calibration images, builds native TensorRT engines
-from both (`vla-export engine`: FP16 and INT8), then runs every path that exists here
+from both (`vla-export engine`: FP16 and INT8, and FP32 with FP16 off), adds a resize graph
+(`vla-export resize-graph`: the camera frame resized and normalised on the GPU) and builds FP16
+engines with it, then runs every path that exists here
 
-- native TensorRT engines, FP16 and INT8 (runtime/backends/tensorrt.py),
+- native TensorRT engines, FP16, INT8, FP32 and FP16 with the resize graph
+  (runtime/backends/tensorrt.py),
 - the onnxruntime TensorRT provider on the FP32 graphs (FP16 enabled) and the CUDA provider,
+  also on the bundle with the resize graph,
 
 against the FP32 bundle on onnxruntime CPU, printing parity (action cosine, max |delta| in
 normalised units, discrete-bin agreement) and per-stage latency p50, and finally runs the
-control loop on the FP16 engines (bench_loop.py's part 2) for its overhead table. A failing
+control loop on the FP16 engines, with and without the resize graph (bench_loop.py's part 2),
+for its overhead tables. A failing
 path becomes one row saying why; the rest still run.
 
 Without a GPU it stops at the first check, printing one line and exiting 77 (the usual code
@@ -34,7 +39,7 @@ import numpy as np
 EXIT_NO_GPU = 77
 HEADS = ("parallel", "tokens", "flow")
 TASKS = ("pick up the red block", "put the green block on the blue block", "push the yellow block left")
-STAGES = ("preprocess", "vision", "prefill", "decode", "head", "velocity", "decode_actions")
+STAGES = ("preprocess", "resize", "vision", "prefill", "decode", "head", "velocity", "decode_actions")
 
 
 def gpu_problem() -> str | None:
@@ -112,21 +117,21 @@ def attempt(rows: list[dict], label: str, fn) -> object:
         rows.append({"path": label, "failed": f"{type(exc).__name__}: {first[:160]}"})
         traceback.print_exc(file=sys.stderr)
         return None
-    if isinstance(result, dict):
+    if isinstance(result, dict) and "path" in result:  # a measured row (quantize returns its gate report)
         rows.append(result)
     return result
 
 
 def print_rows(head: str, rows: list[dict]) -> None:
     print(f"\n{head} head: parity against FP32 on onnxruntime CPU, latency p50 in ms")
-    print(f"{'path':<34}{'device':>9}{'cos min':>9}{'max|d|':>9}{'bins':>9}"
+    print(f"{'path':<48}{'device':>9}{'cos min':>9}{'max|d|':>9}{'bins':>9}"
           + "".join(f"{s[:9]:>10}" for s in STAGES) + f"{'infer':>9}")
     for r in rows:
         if "failed" in r:
-            print(f"{r['path']:<34}  FAILED  {r['failed']}")
+            print(f"{r['path']:<48}  FAILED  {r['failed']}")
             continue
         p50 = r["p50_ms"]
-        print(f"{r['path']:<34}{r['device']:>9}{r['cos_min']:>9.4f}{r['max_abs']:>9.4f}{r['bins']:>9}"
+        print(f"{r['path']:<48}{r['device']:>9}{r['cos_min']:>9.4f}{r['max_abs']:>9.4f}{r['bins']:>9}"
               + "".join(f"{p50[s]:>10.3f}" if s in p50 else f"{'-':>10}" for s in STAGES)
               + f"{p50.get('infer', float('nan')):>9.3f}")
 
@@ -137,6 +142,7 @@ def check_head(head: str, args, work: Path, calib: Path, images: list[np.ndarray
     from vla_runtime.calibration.pipeline import QuantizeOptions, quantize_bundle
     from vla_runtime.export.build import build_bundle
     from vla_runtime.export.cmd_engine import build_engine_bundle, plan
+    from vla_runtime.export.resize_graph import add_resize_graph
     from vla_runtime.runtime.backends.onnxrt import OrtBackend
     from vla_runtime.runtime.episodes.readers import open_source
 
@@ -150,36 +156,44 @@ def check_head(head: str, args, work: Path, calib: Path, images: list[np.ndarray
     attempt(rows, "quantize qdq bundle", lambda: quantize_bundle(
         fp32, open_source(calib, list(TASKS)), qdq,
         QuantizeOptions(calib_frames=16, gate_frames=8, progress=False, force=True)))
+    resized = attempt(rows, "add resize graph", lambda: add_resize_graph(fp32, work / head / "resize", force=True))
     engines = {}
-    for precision, src in (("fp16", fp32), ("int8", qdq)):
-        def build(p=precision, s=src):
+    for name, precision, src in (("fp16", "fp16", fp32), ("int8", "int8", qdq), ("fp32", "fp32", fp32),
+                                 ("fp16+resize", "fp16", resized)):
+        if src is None or not Path(src).exists():
+            continue
+        def build(n=name, p=precision, s=src):
             bundle, cfg, profiles = plan(s, p, {}, allow_failed_gate=True)
             t = time.perf_counter()
-            out = build_engine_bundle(bundle, cfg, profiles, work / head / f"engines-{p}", None, True,
-                                      progress=False)
-            print(f"{head}: {p} engines built in {time.perf_counter() - t:.1f} s")
+            out = build_engine_bundle(bundle, cfg, profiles, work / head / f"engines-{n.replace('+', '-')}", None,
+                                      True, progress=False)
+            print(f"{head}: {n} engines built in {time.perf_counter() - t:.1f} s")
             return out
-        engines[precision] = attempt(rows, f"build {precision} engines", build)
-        if engines[precision] is not None:
-            attempt(rows, f"native TensorRT {precision}",
-                    lambda e=engines[precision], p=precision: measure(f"native TensorRT {p}", fp32, e,
-                                                                      "tensorrt", images))
+        engines[name] = attempt(rows, f"build {name} engines", build)
+        if engines[name] is not None:
+            attempt(rows, f"native TensorRT {name}",
+                    lambda e=engines[name], n=name: measure(f"native TensorRT {n}", fp32, e, "tensorrt", images))
     for device, label in (("tensorrt", "onnxruntime TensorRT EP (fp16)"), ("cuda", "onnxruntime CUDA EP")):
         why = OrtBackend.probe(device)
         if why:
             rows.append({"path": label, "failed": f"not available: {why}"})
             continue
         attempt(rows, label, lambda d=device, lb=label: measure(lb, fp32, fp32, d, images))
+        if resized is not None:
+            attempt(rows, f"{label} + resize graph",
+                    lambda d=device, lb=f"{label} + resize graph": measure(lb, fp32, resized, d, images))
     print_rows(head, rows)
     failures = sum("failed" in r for r in rows)
-    if engines.get("fp16") is not None:
-        def loop(e=engines["fp16"]):
+    for name in ("fp16", "fp16+resize"):
+        if engines.get(name) is None:
+            continue
+        def loop(e=engines[name]):
             prof, label = overhead(str(e), 10.0, args.loop_ticks, args.image_size, backend="tensorrt")
             print_overhead(prof, label, 10.0, args.loop_ticks, args.image_size)
         loop_failed: list[dict] = []
-        attempt(loop_failed, "control loop on the fp16 engines", loop)
+        attempt(loop_failed, f"control loop on the {name} engines", loop)
         for r in loop_failed:
-            print(f"{head}: control loop on the fp16 engines FAILED: {r['failed']}")
+            print(f"{head}: control loop on the {name} engines FAILED: {r['failed']}")
         failures += len(loop_failed)
     return failures
 
