@@ -12,11 +12,12 @@ import platform
 from importlib import metadata
 from pathlib import Path
 
-from vla_runtime.export.checkpoint import Source
 from vla_runtime.export.model import count_parameters
 from vla_runtime.export.onnx_export import OPSET, GraphInfo
+from vla_runtime.export.source import Source
 from vla_runtime.export.tokenizer import BOS
 from vla_runtime.runtime.bundle import hash_tree
+from vla_runtime.runtime.conventions import bin_centres
 from vla_runtime.runtime.manifest import (
     DEFAULT_CAMERA_VIEWS,
     SCHEMA_VERSION,
@@ -106,6 +107,7 @@ def build_manifest(source: Source, graphs: list[GraphInfo], bundle_dir: Path, se
         bins=cfg.bins,
         action_token_offset=source.model.tokens.offset,
         action_token_order=source.model.tokens.order,
+        bin_centres=tuple(float(c) for c in bin_centres(cfg.bins)) if cfg.head != "flow" else (),
     )
     decode = DecodeSettings(
         head=cfg.head,

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from vla_runtime.export import graphs as G
 from vla_runtime.export.model import ReferenceVLA
 from vla_runtime.runtime.bundle import open_bundle
-from vla_runtime.runtime.conventions import bin_centres, flow_noise, token_position
+from vla_runtime.runtime.conventions import action_centres, flow_noise, token_position
 from vla_runtime.runtime.manifest import STATE_INPUT, Manifest, StateSpace
 from vla_runtime.runtime.policy import BundlePolicy, load_policy
 from vla_runtime.runtime.types import Frame, Frames, RobotState
@@ -149,7 +149,7 @@ def _reference_actions(
     model: ReferenceVLA, manifest: Manifest, px: torch.Tensor, ids: torch.Tensor, state: torch.Tensor | None
 ):
     """(normalised [H, D], bins [H, D] or None) from transformers' uncached forward (px: [V, 3, S, S])."""
-    centres = bin_centres(manifest.action.bins)
+    centres = action_centres(manifest.action)
     if manifest.head == "tokens":
         bins = np.asarray(model.reference_tokens(px, ids))[None]  # [1, D]
         return centres[bins], bins

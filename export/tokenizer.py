@@ -110,17 +110,42 @@ def load_tokenizer(directory: Path) -> tuple[Tokenizer, Path]:
 
 
 def _from_sentencepiece(root: Path) -> Tokenizer:
-    """A Gemma SentencePiece model as a `tokenizers` Tokenizer (byte fallback, spaces as U+2581)."""
+    """A Gemma SentencePiece BPE model as a `tokenizers` BPE: same ids, checked on sample prompts.
+
+    Gemma's normalisation is fixed (spaces become U+2581, no dummy prefix, byte fallback), so
+    only the pieces and their scores are read, through sentencepiece's own API. SentencePiece BPE
+    merges the highest-scoring piece first, so every split of a piece into two known pieces
+    becomes a merge ranked by the merged piece's score. The result must encode the probe
+    prompts exactly as sentencepiece does, or it is refused.
+    """
+    path = root / SENTENCEPIECE_MODEL
     if importlib.util.find_spec("sentencepiece") is None:
-        raise ValueError(
-            f"{root / SENTENCEPIECE_MODEL}: converting it needs the sentencepiece package; "
-            "pip install sentencepiece, or save the tokenizer as tokenizer.json"
-        )
-    from transformers import GemmaTokenizer
+        raise ValueError(f"{path}: converting it needs the sentencepiece package; "
+                         "pip install sentencepiece, or save the tokenizer as tokenizer.json")
+    import sentencepiece
 
     try:
-        converted = GemmaTokenizer.from_pretrained(str(root), local_files_only=True)
-    except Exception as exc:  # a damaged model file raises sentencepiece's or protobuf's own errors
-        raise ValueError(f"{root / SENTENCEPIECE_MODEL}: not a readable SentencePiece model ({exc})") from None
-    logger.info("converted %s to a tokenizers file (%d ids)", root / SENTENCEPIECE_MODEL, len(converted))
-    return converted.backend_tokenizer
+        sp = sentencepiece.SentencePieceProcessor(model_file=str(path))
+    except (OSError, RuntimeError) as exc:
+        raise ValueError(f"{path}: not a readable SentencePiece model ({exc})") from None
+    vocab = {sp.id_to_piece(i): i for i in range(sp.get_piece_size())}
+    ranked = []  # (score of the merged piece, left id, right id, left, right)
+    for piece, i in vocab.items():
+        if sp.is_control(i) or sp.is_unknown(i) or sp.is_byte(i) or sp.is_unused(i):
+            continue
+        for cut in range(1, len(piece)):
+            left, right = piece[:cut], piece[cut:]
+            if left in vocab and right in vocab:
+                ranked.append((sp.get_score(i), vocab[left], vocab[right], left, right))
+    ranked.sort(key=lambda m: (-m[0], m[1], m[2]))
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[(m[3], m[4]) for m in ranked],
+                               unk_token=sp.id_to_piece(sp.unk_id()), byte_fallback=True, fuse_unk=True))
+    tok.normalizer = normalizers.Replace(" ", "\u2581")
+    tok.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse()])
+    probes = instruction_corpus()[::97] + ["Pick up the RED block, then stack 3 cubes  twice.", "Z\u00fcrich \u2713"]
+    for text in probes:
+        if tok.encode(text, add_special_tokens=False).ids != sp.encode(text):
+            raise ValueError(f"{path}: is not a Gemma-style BPE model (converted ids differ from sentencepiece "
+                             f"on {text!r}); save the tokenizer as tokenizer.json")
+    logger.info("converted %s to a tokenizers file (%d ids)", path, tok.get_vocab_size())
+    return tok

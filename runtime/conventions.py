@@ -4,7 +4,9 @@ The exporter, the onboard decoders, parity, calibration and the benchmarks must 
 one of these, so each is written once here and read from the manifest as data:
 
 - bins: `bins` uniform bins over [-1, 1]; edges `-1 + 2 j / bins`, bin j decodes to its centre
-  `-1 + (j + 0.5) * 2 / bins` (`bin_edges`, `bin_centres`, `discretize`).
+  `-1 + (j + 0.5) * 2 / bins` (`bin_edges`, `bin_centres`, `discretize`). The manifest lists the
+  centres it was built with (`action.bin_centres`) and decoders read them from there
+  (`action_centres`); OpenVLA's 255 centres (midpoints of 256 uniform edges) are this formula.
 - action ids (`ActionTokens`): the vocabulary id of bin j is `offset + j` ("ascending", RT-2
   style: the last `bins` ids of the vocabulary, today's bundles) or `offset - j`
   ("descending", OpenVLA style: counted from the end of the vocabulary with 255 centres).
@@ -53,6 +55,13 @@ def bin_edges(bins: int) -> np.ndarray:
 def bin_centres(bins: int) -> np.ndarray:
     """float32 [bins]: the value each bin decodes to (the midpoint of its two edges)."""
     return (-1.0 + (np.arange(bins, dtype=np.float64) + 0.5) * 2.0 / bins).astype(np.float32)
+
+
+def action_centres(action: Any) -> np.ndarray:
+    """float32 [bins]: the centres a manifest's `action` section lists, or the uniform ones it implies."""
+    if getattr(action, "bin_centres", ()):
+        return np.asarray(action.bin_centres, dtype=np.float32)
+    return bin_centres(action.bins)
 
 
 def discretize(normalized: np.ndarray, bins: int) -> np.ndarray:
@@ -233,6 +242,7 @@ __all__ = [
     "ActionNormalizer",
     "ActionTokens",
     "FlowNoise",
+    "action_centres",
     "bin_centres",
     "bin_edges",
     "discretize",

@@ -24,7 +24,7 @@ from vla_runtime.runtime.conventions import (
     ActionNormalizer,
     ActionTokens,
     FlowNoise,
-    bin_centres,
+    action_centres,
     flow_times,
     token_position,
 )
@@ -101,7 +101,7 @@ class TokensDecoder(Decoder):
         self._ids = np.zeros((1, 1), dtype=np.int64)  # [1,1] previous action token id
         self._pos = np.zeros((1, 1), dtype=np.int64)  # [1,1] its position in the sequence
         self._chosen = np.zeros((1, action.dim), dtype=np.int64)  # [H=1, D]
-        self._centres = bin_centres(action.bins)  # [bins]
+        self._centres = action_centres(action)  # [bins] the manifest's own table
 
     def decode(self, prefix: Mapping[str, Any], run: RunGraph, prefix_len: int) -> Decoded:
         logits = prefix["action_logits"]  # [1, bins]
@@ -135,7 +135,7 @@ class ParallelDecoder(Decoder):
         # The step executed last before the next inference, given how often the loop replans.
         self._carry_row = min(manifest.control.replan_every, action.horizon) - 1
         self._past_action = np.zeros((1, action.dim), dtype=np.int64)  # [1, D] bins; zeros at start
-        self._centres = bin_centres(action.bins)  # [bins]
+        self._centres = action_centres(action)  # [bins] the manifest's own table
 
     def decode(self, prefix: Mapping[str, Any], run: RunGraph, prefix_len: int) -> Decoded:
         feeds = {"pooled": prefix["pooled"]}

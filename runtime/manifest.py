@@ -250,6 +250,9 @@ class ActionSpace:
     bins: int = 256  # discrete bins per dim over [-1, 1] (tokens, parallel)
     action_token_offset: int = 0  # vocabulary id of bin 0 (tokens head: vocab_size - bins)
     action_token_order: str = "ascending"  # bin j is id offset + j, or offset - j ("descending", OpenVLA)
+    # model-space value of each bin, in bin order; empty (bundles before it was recorded): the
+    # uniform centres over [-1, 1] (conventions.bin_centres), which is also what OpenVLA's 255 are
+    bin_centres: tuple[float, ...] = ()
 
     def __post_init__(self):
         _bounded("action.dim", self.dim, 1, 64)
@@ -266,6 +269,10 @@ class ActionSpace:
                 _text(f"action.{key}", text, 64)
         if self.action_token_order not in TOKEN_ORDERS:
             raise ManifestError(f"action.action_token_order: {self.action_token_order!r} is not one of {TOKEN_ORDERS}")
+        if self.bin_centres and len(self.bin_centres) != self.bins:
+            raise ManifestError(f"action.bin_centres needs {self.bins} values, got {len(self.bin_centres)}")
+        for v in self.bin_centres:
+            _bounded("action.bin_centres", v, -1e3, 1e3)
 
 
 @dataclass(frozen=True)

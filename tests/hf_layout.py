@@ -36,6 +36,23 @@ def gemma_style_tokenizer(vocab_size: int = 400) -> Tokenizer:
     return tok
 
 
+def gemma_sentencepiece(vocab_size: int = 400) -> bytes:
+    """A Gemma-style SentencePiece model (tokenizer.model bytes): BPE, byte fallback, Gemma's special ids."""
+    import io
+
+    import sentencepiece as spm
+
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(instruction_corpus()), model_writer=model, vocab_size=vocab_size, model_type="bpe",
+        byte_fallback=True, split_digits=True, add_dummy_prefix=False, remove_extra_whitespaces=False,
+        normalization_rule_name="identity", allow_whitespace_only_pieces=True, user_defined_symbols=["<mask>"],
+        pad_id=0, eos_id=1, bos_id=2, unk_id=3, pad_piece="<pad>", eos_piece="<eos>", bos_piece="<bos>",
+        unk_piece="<unk>", minloglevel=2,
+    )
+    return model.getvalue()
+
+
 def backbone_config(vocab_size: int, hyper: dict = HYPER) -> PaliGemmaConfig:
     text = GemmaConfig(
         vocab_size=vocab_size + PADDED_VOCAB,

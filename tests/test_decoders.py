@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import numpy as np
@@ -156,6 +157,21 @@ def test_a_fresh_decoder_repeats_the_same_noise(tmp_path):
     a = make_decoder(g.manifest).decode(g.prefix(FlowDecoder, pixels())[0], g.run, 10)
     b = make_decoder(g.manifest).decode(g.prefix(FlowDecoder, pixels())[0], g.run, 10)
     np.testing.assert_array_equal(a.normalized, b.normalized)
+
+
+@pytest.mark.parametrize("head", ["tokens", "parallel"])
+def test_decoders_read_the_manifests_own_bin_centres(tmp_path, head):
+    """The centres are manifest data: a bundle listing its own table decodes through it, not the formula."""
+    g = Graphs(build_zoo_bundle(tmp_path / "t", head))
+    action = g.manifest.action
+    table = tuple(float(v) for v in np.linspace(-0.5, 0.9, action.bins) ** 3)  # any table, not uniform
+    manifest = dataclasses.replace(g.manifest, action=dataclasses.replace(action, bin_centres=table))
+    dec = make_decoder(manifest)
+    prefix, prefix_len = g.prefix(dec, pixels())
+    out = dec.decode(prefix, g.run, prefix_len)
+    np.testing.assert_array_equal(out.normalized, np.asarray(table, np.float32)[out.bins])
+    with pytest.raises(ManifestError, match=f"action.bin_centres needs {action.bins} values, got 3"):
+        dataclasses.replace(action, bin_centres=(0.0, 0.1, 0.2))
 
 
 def test_bin_centres():

@@ -84,9 +84,12 @@ def test_cli_builds_openvla_tokens_bundle_and_parity_holds(tokens_ckpt, tmp_path
     size = Tokenizer.from_file(str(out / "tokenizer.json")).get_vocab_size()
     a = manifest.action
     assert (a.bins, a.action_token_order, a.action_token_offset) == (255, "descending", size - 1)
+    edges = np.linspace(-1.0, 1.0, 256)  # OpenVLA: 255 centres between 256 uniform edges
+    np.testing.assert_allclose(a.bin_centres, (edges[:-1] + edges[1:]) / 2, atol=1e-7)
     with load_policy(out, backend="cpu") as policy:  # the robot decodes from the manifest's convention
         policy.infer(Frame(image=np.full((48, 64, 3), 120, np.uint8), t_capture=0.0), "pick up the red block")
         assert policy.last_bins.shape == (1, 7) and (policy.last_bins < 255).all()
+        np.testing.assert_array_equal(policy.last_normalized, np.float32(a.bin_centres)[policy.last_bins])
 
 
 def test_cli_builds_rt2_parallel_bundle_from_head_file(parallel_ckpt, tmp_path, capsys):
@@ -191,3 +194,28 @@ def test_bad_head_files_fail_in_one_line(parallel_ckpt, tmp_path):
     with pytest.raises(CheckpointError, match=r"action_head.safetensors: tensor 'action_head.0.bias' has shape "
                        r"\[32\] but action_head.json expects \[48\]"):
         load_checkpoint(bad)
+
+
+def test_sentencepiece_tokenizer_model_is_converted_and_encodes_like_sentencepiece(tokens_ckpt, tmp_path):
+    spm = pytest.importorskip("sentencepiece", reason="tokenizer.model needs sentencepiece (pip install sentencepiece)")
+    from hf_layout import gemma_sentencepiece
+
+    ckpt = _copy(tokens_ckpt, tmp_path / "sp")
+    (ckpt / "tokenizer.json").unlink()
+    (ckpt / "tokenizer.model").write_bytes(gemma_sentencepiece())
+    processor = spm.SentencePieceProcessor(model_file=str(ckpt / "tokenizer.model"))
+    source = load_checkpoint(ckpt)
+    shipped = Tokenizer.from_str(source.tokenizer.to_str())  # what the bundle's tokenizer.json will hold
+    assert shipped.get_vocab_size() == processor.get_piece_size() == 400 and shipped.token_to_id("<bos>") == 2
+    for text in ("What action should the robot take to pick up the red block?", "stack 3 cubes  twice", "Zürich ✓"):
+        assert shipped.encode(text, add_special_tokens=False).ids == processor.encode(text), text
+    assert source.model.tokens == ActionTokens.from_end(400, 255)
+
+    import io
+
+    other = io.BytesIO()  # a unigram model with a dummy prefix: not Gemma's, so refused rather than mis-encoded
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(["pick up the red block"] * 50 + ["open the drawer"] * 50),
+                                   model_writer=other, vocab_size=20, minloglevel=2)
+    (ckpt / "tokenizer.model").write_bytes(other.getvalue())
+    with pytest.raises(CheckpointError, match="tokenizer.model: is not a Gemma-style BPE model"):
+        load_checkpoint(ckpt)
