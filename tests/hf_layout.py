@@ -97,6 +97,13 @@ def head_tensors(head: str, action_dim: int, horizon: int, seed: int = 0) -> dic
             "action_head.2.weight": torch.randn(horizon * action_dim * bins, hidden, generator=g) * 0.2,
             "action_head.2.bias": torch.zeros(horizon * action_dim * bins),
         }
+    if head == "flow":  # the velocity expert, named as export/flow_expert.py names its parameters
+        from vla_runtime.export.flow_expert import FlowExpert
+        from vla_runtime.export.presets import VLAConfig
+
+        torch.manual_seed(seed)
+        expert = FlowExpert(VLAConfig(head="flow", text_hidden=64, action_dim=action_dim, horizon=horizon))
+        return {f"expert.{k}": v.detach().clone() for k, v in expert.state_dict().items()}
     return {}
 
 

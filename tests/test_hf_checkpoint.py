@@ -219,3 +219,15 @@ def test_sentencepiece_tokenizer_model_is_converted_and_encodes_like_sentencepie
     (ckpt / "tokenizer.model").write_bytes(other.getvalue())
     with pytest.raises(CheckpointError, match="tokenizer.model: is not a Gemma-style BPE model"):
         load_checkpoint(ckpt)
+
+
+def test_flow_head_weights_load_and_a_tokens_head_has_none(tmp_path):
+    ckpt = write_checkpoint(tmp_path / "flow", "flow")
+    source = load_checkpoint(ckpt, head="flow")
+    saved = load_file(str(ckpt / "action_head.safetensors"))
+    for name, tensor in source.model.expert.state_dict().items():
+        assert torch.equal(tensor, saved[f"expert.{name}"]), name
+    assert source.reference_model().expert.state_dict().keys() == source.model.expert.state_dict().keys()
+    (ckpt / "action_head.json").write_text(json.dumps({"head": "tokens"}))
+    with pytest.raises(CheckpointError, match="the tokens head has no weights of its own"):
+        load_checkpoint(ckpt)
