@@ -18,6 +18,7 @@ import numpy as np
 from tqdm import tqdm
 from vla_runtime.calibration.sampling import FrameRef
 from vla_runtime.runtime.episodes.frames import CalibFrame, CalibSource
+from vla_runtime.runtime.state_input import recorded_state, resting_state
 from vla_runtime.runtime.types import Frame
 
 logger = logging.getLogger(__name__)
@@ -79,7 +80,8 @@ def replay(policy, frames: Sequence[CalibFrame], record: bool, desc: str, progre
         for f in tqdm(frames, desc=desc, unit="frame", disable=not progress):
             if recorder is not None:
                 recorder.next_frame()
-            chunk = policy.infer(Frame(image=f.image, t_capture=0.0), f.task)
+            state = recorded_state(f.state) if f.state is not None else resting_state(policy.manifest.state)
+            chunk = policy.infer(Frame(image=f.image, t_capture=0.0), f.task, state)
             out.actions.append(np.array(chunk.actions, dtype=np.float64))
             out.normalized.append(np.array(policy.last_normalized, dtype=np.float32))
             out.bins.append(None if policy.last_bins is None else np.array(policy.last_bins))

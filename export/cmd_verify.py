@@ -25,13 +25,17 @@ def register(subparsers) -> None:
 
 def _source_for(manifest, checkpoint: str | None):
     """Rebuild the source model, or None when the bundle does not say how."""
-    from vla_runtime.export.checkpoint import from_preset, load_checkpoint
+    from vla_runtime.export.checkpoint import from_config, from_preset, load_checkpoint
+    from vla_runtime.export.presets import VLAConfig
+    from vla_runtime.export.state_stats import state_space_stats
 
     model = manifest.model
     seed = int(model.get("seed", 0))
     if checkpoint:
         return load_checkpoint(checkpoint, head=manifest.head, seed=seed)
     if model.get("preset") in ("tiny", "small") and str(model.get("source", "")).startswith("preset"):
+        if isinstance(model.get("config"), dict):  # the preset as built: its views and state too
+            return from_config(VLAConfig.from_json(model["config"]), seed, state_norm=state_space_stats(manifest.state))
         return from_preset(model["preset"], manifest.head, seed=seed)
     return None
 
@@ -42,6 +46,7 @@ def run(args) -> int:
     from vla_runtime.runtime.bundle import BundleError, open_bundle
     from vla_runtime.runtime.cmd_inspect import gate_lines, parity_lines
     from vla_runtime.runtime.policy import load_policy
+    from vla_runtime.runtime.state_input import resting_state
     from vla_runtime.runtime.types import Frame
 
     try:
@@ -64,7 +69,8 @@ def run(args) -> int:
             raise UserError(str(exc)) from None
     if source is None:
         with load_policy(bundle.root, backend="cpu", allow_failed_gate=True, verify=False) as policy:
-            policy.infer(Frame(image=parity_images(1, 0)[0], t_capture=0.0), "pick up the red block")
+            state = resting_state(manifest.state)
+            policy.infer(Frame(image=parity_images(1, 0)[0], t_capture=0.0), "pick up the red block", state)
             normalized = policy.last_normalized
         if not np.isfinite(normalized).all():
             raise UserError(f"{args.bundle}: graphs produce non-finite actions; rebuild the bundle")

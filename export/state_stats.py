@@ -13,6 +13,7 @@ import logging
 
 from vla_runtime.export.norm_stats import NormStats
 from vla_runtime.runtime.joint_contract import GRIPPER, RobotLayout
+from vla_runtime.runtime.manifest import StateSpace
 
 logger = logging.getLogger(__name__)
 
@@ -32,3 +33,12 @@ def robot_state_stats(robot: str = "sim") -> NormStats:
         names, units = names + (GRIPPER[0],), units + (GRIPPER[1],)
         low, high = low + (0.0,), high + (1.0,)  # 0 closed .. 1 open
     return NormStats(kind="q01_q99", names=names, units=units, low=low, high=high, space="joint_position")
+
+
+def state_space_stats(space: StateSpace) -> NormStats | None:
+    """A bundle's `state` back as statistics (to rebuild its source model); None when it reads none."""
+    if not space.names:
+        return None
+    n = space.normalization
+    return NormStats(kind=n.kind, names=space.names, units=space.units, low=n.low, high=n.high, mean=n.mean,
+                     std=n.std, mask=n.mask, space="joint_position")

@@ -115,6 +115,9 @@ def summary_lines(root: Path, m: Manifest) -> list[str]:
     lines += [
         f"preprocess: {p.image_size}x{p.image_size} {p.resample}, rescale {p.rescale_factor:.6g}, "
         f"mean {list(p.image_mean)}, std {list(p.image_std)}",
+        "cameras: " + ", ".join(f"{v} ({p.size_of(v)} px)" for v in p.camera_views) + " (the robot's [cameras.NAME])",
+        "state: " + (", ".join(f"{name} [{unit}]" for name, unit in zip(m.state.names, m.state.units, strict=True))
+                     + f", normalisation {m.state.normalization.kind}" if m.state.names else "none read"),
         f"prompt: {m.prompt.template!r}  tokenizer {m.prompt.tokenizer_file}, bos {m.prompt.bos_token_id}, "
         f"max {m.prompt.max_tokens} tokens",
         f"action: {a.kind}, D={a.dim}, horizon {a.horizon}, {a.bins} bins (action ids from {a.action_token_offset})",

@@ -16,6 +16,7 @@ from vla_runtime.common.errors import UserError
 from vla_runtime.runtime.assemble import open_policy
 from vla_runtime.runtime.cmd_run import DEFAULT_TASK, add_timing_args
 from vla_runtime.runtime.manifest import HEADS
+from vla_runtime.runtime.state_input import resting_state
 
 logger = logging.getLogger(__name__)
 
@@ -55,16 +56,17 @@ def cmd_profile(args: argparse.Namespace) -> int:
     policy, manifest, label = open_policy(args)
     try:
         rate = args.hz or manifest.control.rate_hz
-        image = synthetic_frame(args.image_size)
+        image = synthetic_frame(args.image_size)  # feeds every camera view the bundle reads
+        state = resting_state(manifest.state)  # a fixed measured state, for a bundle that reads one
         for _ in range(args.warmup):
-            policy.infer(Frame(image, time.monotonic()), args.task)
+            policy.infer(Frame(image, time.monotonic()), args.task, state)
         sched = Scheduler(SchedulerConfig(rate, max_consecutive_misses=10**9), Profiler(1.0 / rate))
         sched.start()
         for _ in range(args.iterations):
             sched.tick()
             t = time.monotonic()
             with sched.section("infer"):
-                policy.infer(Frame(image, t), args.task)
+                policy.infer(Frame(image, t), args.task, state)
             sched.profiler.record_stages(dict(policy.stage_times), t)
             sched.wait()
     finally:

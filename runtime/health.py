@@ -14,8 +14,8 @@ Layout inside the bundle (listed in manifest.files, so sealed and signed like ev
     health/image.npy     uint8 [S, S, 3] RGB observation
     health/actions.npy   float32 [H, D] normalised actions (model space, [-1, 1] for binned heads)
 
-The image feeds every camera view the bundle reads; a bundle that reads the robot state gets a
-fixed one (every joint at 0, the gripper open), so nothing more needs storing.
+The image feeds every camera view the bundle reads; a bundle that reads the robot state gets
+`state_input.resting_state`, so nothing more needs storing.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 from vla_runtime.runtime.bundle import BundleError, hash_tree, open_bundle
 from vla_runtime.runtime.manifest import save_manifest
-from vla_runtime.runtime.types import Frame, RobotState
+from vla_runtime.runtime.state_input import resting_state
+from vla_runtime.runtime.types import Frame
 
 logger = logging.getLogger(__name__)
 
@@ -52,10 +53,7 @@ def _infer(bundle_dir: Path, image: np.ndarray, task: str, **load) -> np.ndarray
     from vla_runtime.runtime.policy import load_policy
 
     with load_policy(bundle_dir, **load) as policy:
-        space = policy.manifest.state
-        joints = np.zeros(space.dim - int(space.has_gripper))  # [J] rad / m
-        state = RobotState(joints, np.zeros(3), np.zeros(3), 1.0, 0.0) if space.names else None
-        policy.infer(Frame(image=image, t_capture=0.0), task, state)
+        policy.infer(Frame(image=image, t_capture=0.0), task, resting_state(policy.manifest.state))
         return np.asarray(policy.last_normalized, dtype=np.float32)
 
 

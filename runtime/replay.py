@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from vla_runtime.runtime.recording import RecordedTick, Recording
-from vla_runtime.runtime.types import Frame, Policy, RobotState
+from vla_runtime.runtime.state_input import recorded_state
+from vla_runtime.runtime.types import Frame, Policy
 
 logger = logging.getLogger(__name__)
 
@@ -117,8 +118,7 @@ def _views(recording: Recording, policy: Policy, camera: str | None) -> tuple[st
 def _infer(policy: Policy, tick: RecordedTick, frames: dict[str, Frame], task: str,
            names: tuple[str, ...]) -> np.ndarray:
     """The bundle's chunk for one recorded observation: its views and its measured state (the state input)."""
-    joints = tick.state[:-1]
-    state = RobotState(joints, np.zeros(3), np.zeros(3), float(tick.state[-1]), tick.t)
+    state = recorded_state(tick.state, tick.t)
     chunk = policy.infer(next(iter(frames.values())) if len(frames) == 1 else frames, task, state)
     if tuple(chunk.names) != tuple(names):
         raise ReplayError(f"the bundle's actions {list(chunk.names)} differ from the recording's {list(names)}; "

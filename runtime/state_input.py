@@ -20,6 +20,22 @@ from vla_runtime.runtime.types import RobotState
 logger = logging.getLogger(__name__)
 
 
+def resting_state(space: StateSpace) -> RobotState | None:
+    """A fixed state (every joint at 0, the gripper open) for inferences with nothing measured
+    (profiling, the health sample, verify); None for a bundle that reads no state."""
+    if not space.names:
+        return None
+    return RobotState(np.zeros(space.dim - int(space.has_gripper)), np.zeros(3), np.zeros(3), 1.0, 0.0)
+
+
+def recorded_state(vector: np.ndarray | None, t: float = 0.0) -> RobotState | None:
+    """A recording's measured state vector [J + 1] (joints, then the gripper opening) as a RobotState."""
+    if vector is None:
+        return None
+    vector = np.asarray(vector, dtype=np.float64)
+    return RobotState(vector[:-1], np.zeros(3), np.zeros(3), float(vector[-1]), t)
+
+
 def unmet_state(space: StateSpace, has_gripper: bool) -> str | None:
     """Why a robot cannot provide this state (one line with the fix), or None when it can."""
     if space.has_gripper and not has_gripper:

@@ -134,3 +134,16 @@ def test_a_view_or_state_the_robot_lacks_is_refused_in_one_line(two_view_bundle,
     err = capsys.readouterr().err
     assert rc == 2 and message in err and "Traceback" not in err, err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_inspect_profile_and_verify_read_the_views_and_state(two_view_bundle, capsys):
+    from vla_runtime.export.cli import main as export_main
+
+    bundle = str(two_view_bundle("parallel"))
+    assert main(["inspect", bundle]) == 0
+    out = capsys.readouterr().out
+    assert "cameras: front (32 px), wrist (32 px)" in out and "gripper [open], normalisation q01_q99" in out
+    assert main(["profile", "--bundle", bundle, "--iterations", "2", "--warmup", "1", "--backend", "cpu"]) == 0
+    assert "preprocess[wrist]" in capsys.readouterr().out  # a still frame feeds both views, a resting state
+    assert export_main(["verify", bundle]) == 0  # the source is rebuilt with its views and state
+    assert "parity: PASSED" in capsys.readouterr().out
