@@ -1,7 +1,7 @@
 """Remote inference on a real Triton server: repository, wire contract, equal actions, lost server.
 
 The server is the pytriton wheel's `tritonserver` (python backend only) on loopback, serving a
-`vla-export triton --graphs inprocess` repository of a tiny flow bundle (tests/triton_rig.py).
+`vla-export triton --graphs inprocess` repository of a tiny flow bundle (export/triton_local.py).
 The flow head is the strictest case: its actions equal the local run's only if the robot's
 seeded noise travels with every request.
 """
@@ -17,8 +17,8 @@ import time
 
 import numpy as np
 import pytest
-from triton_rig import TritonServer, link_project, triton_venv
 from vla_runtime.common.errors import UserError
+from vla_runtime.export.triton_local import TritonServer, link_project, triton_venv
 from vla_runtime.runtime.types import Frame
 
 TASK = "pick up the red block"
@@ -120,7 +120,7 @@ def test_missing_tritonclient_is_one_line(monkeypatch):
 # -- against a real tritonserver ---------------------------------------------------------------------
 
 
-def _serve(bundle, tmp_path, *extra) -> TritonServer:
+def _serve(bundle, tmp_path, *extra, extra_args=()) -> TritonServer:
     pytest.importorskip("tritonclient.grpc", reason="the remote backend needs tritonclient (vla-runtime[remote])")
     venv, why = triton_venv()
     if venv is None:
@@ -128,7 +128,7 @@ def _serve(bundle, tmp_path, *extra) -> TritonServer:
     repo = tmp_path / "repo"
     _export(bundle, repo, "--graphs", "inprocess", *extra)
     link_project(repo)
-    server = TritonServer(venv, repo, tmp_path / "tritonserver.log")
+    server = TritonServer(venv, repo, tmp_path / "tritonserver.log", extra_args)
     why = server.start()
     if why:
         pytest.skip(f"tritonserver cannot start here: {why}")
@@ -253,3 +253,61 @@ def test_killing_the_server_mid_run_ends_in_a_safe_hold(tiny_bundle, tmp_path):
     assert lines[0].startswith("error: episode stopped (inference missed 3 times in a row (grpc://127.0.0.1:")
     assert "on_stop = hold" in lines[0] and "holding" in lines[0]
     assert "missed inferences 3" in out
+
+
+def _self_signed(folder) -> tuple:
+    """(certificate, key) PEM files for localhost / 127.0.0.1; the certificate is its own CA."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
+                                                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+            .sign(key, hashes.SHA256()))
+    cert_file, key_file = folder / "server.pem", folder / "server.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_file, key_file
+
+
+def test_tls_and_auth_header_on_a_restricted_server(tiny_bundle, tmp_path, monkeypatch):
+    """grpcs:// with the CA file, and an auth header the server requires for inference and config."""
+    from vla_runtime.runtime.backends.remote import RemoteConfig, open_remote_policy
+    from vla_runtime.runtime.backends.remote_link import AUTH_ENV, RemoteError
+    from vla_runtime.runtime.policy import load_policy, verified_bundle
+
+    bundle = tiny_bundle("flow")
+    cert, key = _self_signed(tmp_path)
+    tls = ("--grpc-use-ssl", "true", "--grpc-server-cert", str(cert), "--grpc-server-key", str(key),
+           "--grpc-restricted-protocol", "inference,model-config:x-robot-token=s3cret")
+    server = _serve(bundle, tmp_path, extra_args=tls)
+    url = f"grpcs://localhost:{server.grpc_port}"
+    token = tmp_path / "token"
+    token.write_text("triton-grpc-protocol-x-robot-token: s3cret\n")  # Triton's prefix for restricted gRPC keys
+    monkeypatch.delenv(AUTH_ENV, raising=False)
+    local = load_policy(bundle, backend="cpu")
+    try:
+        remote = open_remote_policy(verified_bundle(bundle), RemoteConfig(url, 5.0, ca_file=str(cert),
+                                                                          auth_file=str(token)))
+        frame = Frame(_image(7), 0.0)
+        np.testing.assert_array_equal(remote.infer(frame, TASK).actions, local.infer(frame, TASK).actions)
+        remote.close()
+        with pytest.raises(RemoteError, match="restricted.*x-robot-token"):  # no header: refused, not retried
+            open_remote_policy(verified_bundle(bundle), RemoteConfig(url, 5.0, ca_file=str(cert)))
+        with pytest.raises(UserError, match="needs a TLS server"):
+            open_remote_policy(verified_bundle(bundle), RemoteConfig(server.grpc_url, 5.0, ca_file=str(cert)))
+    finally:
+        local.close()
+        server.stop()

@@ -113,7 +113,8 @@ class RemoteLink:
             f"{name} is not installed; the remote backend needs pip install 'vla-runtime[remote]'"))
         (self._utils,) = require_modules("tritonclient.utils", error=UserError)
         self.address, self.model, self.timeout_s = address, model, timeout_s
-        self._headers = dict(headers or {})
+        # gRPC metadata keys are lower case; HTTP header names are case-insensitive anyway
+        self._headers = {k.lower() if address.protocol == "grpc" else k: v for k, v in (headers or {}).items()}
         self._ca_file = ca_file
         self._local = threading.local()  # HTTP: one client per thread
         self._shared = self._make_client() if address.protocol == "grpc" else None
@@ -209,6 +210,8 @@ class RemoteLink:
 
     def _failure(self, exc) -> Exception:
         text = f"{exc.status() or ''} {exc.message()}".strip()
+        if "restricted" in text:  # Triton refuses a request without the header its restricted protocols want
+            return RemoteError(f"{self.address}: {_short(text)}; put that header in --auth-file or ${AUTH_ENV}")
         if any(mark in text for mark in TRANSIENT):
             return InferenceMiss(f"{self.address}: {_short(text)}")
         return RemoteError(f"{self.address} model {self.model!r}: {_short(text)}")

@@ -1,14 +1,15 @@
-"""A real `tritonserver` for the tests: the binary from the nvidia-pytriton wheel, in its own venv.
+"""A local `tritonserver` on a workstation: the binary from the nvidia-pytriton wheel, in its own venv.
 
-The wheel bundles Triton 2.51 with the python backend only (no onnxruntime backend), so the
-tests serve `vla-export triton --graphs inprocess` repositories. The python backend needs
+For trying a repository without NVIDIA's container, and for the tests and the load benchmark.
+The wheel bundles Triton 2.51 with the python backend only (no onnxruntime backend), so it
+serves `vla-export triton --graphs inprocess` repositories. The python backend needs
 numpy<2 (with numpy 2 its outputs come back empty), hence a venv apart from the dev one, built
 once and cached under $XDG_CACHE_HOME/vla-runtime/triton-venv. The stub process is linked
 against the running Python's libpython, so LD_LIBRARY_PATH names this Python's lib folder, and
 PATH starts with the venv's bin so the stub imports the venv's packages.
 
-`python tests/triton_rig.py` builds the venv ahead of pytest (CI can call it first); tests skip
-with the reason when it cannot be built or the server does not come up here.
+`python -m vla_runtime.export.triton_local` builds the venv ahead of time (CI can call it before
+pytest); callers get the reason instead of the server when it cannot be built or started here.
 """
 
 from __future__ import annotations
@@ -86,7 +87,8 @@ def free_port() -> int:
 
 
 def link_project(repo: Path, model: str = "policy") -> None:
-    """Make this checkout's vla_runtime importable by the policy model (its folder is on sys.path)."""
+    """Make this vla_runtime importable by the policy model (Triton puts its folder on sys.path), so the
+    server runs exactly the code the robot runs without installing it into the venv."""
     import vla_runtime
 
     (repo / model / "1" / "vla_runtime").symlink_to(Path(vla_runtime.__file__).parent, target_is_directory=True)
@@ -95,9 +97,11 @@ def link_project(repo: Path, model: str = "policy") -> None:
 class TritonServer:
     """tritonserver on loopback with free ports; always killed (its whole process group) on stop()."""
 
-    def __init__(self, venv: Path, repo: Path, log: Path):
+    def __init__(self, venv: Path, repo: Path, log: Path, extra_args: tuple[str, ...] = (),
+                 http_port: int | None = None, grpc_port: int | None = None):
         self.venv, self.repo, self.log_path = venv, repo, log
-        self.http_port, self.grpc_port = free_port(), free_port()
+        self.extra_args = extra_args  # more tritonserver flags (TLS, restricted protocols)
+        self.http_port, self.grpc_port = http_port or free_port(), grpc_port or free_port()  # None: any free port
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -119,7 +123,8 @@ class TritonServer:
         cmd = [str(binary), "--model-repository", str(self.repo), "--backend-directory", str(_backends(self.venv)),
                "--http-address", "127.0.0.1", "--http-port", str(self.http_port),
                "--grpc-address", "127.0.0.1", "--grpc-port", str(self.grpc_port),
-               "--allow-metrics", "false", "--disable-auto-complete-config", "--exit-timeout-secs", "2"]
+               "--allow-metrics", "false", "--disable-auto-complete-config", "--exit-timeout-secs", "2",
+               *self.extra_args]
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + READY_TIMEOUT_S
@@ -159,6 +164,44 @@ class TritonServer:
             self.kill()
 
 
-if __name__ == "__main__":
+def main(argv: list[str] | None = None) -> int:
+    """Serve a repository in the foreground until Ctrl-C (building the venv first when needed)."""
+    import argparse
+    import tempfile
+
+    ap = argparse.ArgumentParser(prog="python -m vla_runtime.export.triton_local",
+                                 description="serve a `vla-export triton --graphs inprocess` repository on loopback "
+                                             "with the nvidia-pytriton wheel's tritonserver")
+    ap.add_argument("repo", nargs="?", help="repository folder (omit: only build the venv)")
+    ap.add_argument("--model", default="policy", help="the policy model's name (default policy)")
+    ap.add_argument("--http-port", type=int, default=8000, help="HTTP port on 127.0.0.1 (default 8000)")
+    ap.add_argument("--grpc-port", type=int, default=8001, help="gRPC port on 127.0.0.1 (default 8001)")
+    args = ap.parse_args(argv)
     venv, why = triton_venv()
-    print(f"triton venv: {venv}" if venv else f"triton venv unavailable: {why}")
+    if venv is None:
+        print(f"error: triton venv unavailable: {why}", file=sys.stderr)
+        return 1
+    print(f"triton venv: {venv}")
+    if args.repo is None:
+        return 0
+    repo = Path(args.repo)
+    if not (repo / args.model / "1" / "vla_runtime").exists():
+        link_project(repo, args.model)
+    server = TritonServer(venv, repo, Path(tempfile.gettempdir()) / "vla-runtime-tritonserver.log",
+                          http_port=args.http_port, grpc_port=args.grpc_port)
+    why = server.start()
+    if why:
+        print(f"error: {why}", file=sys.stderr)
+        return 1
+    print(f"serving {repo} at {server.grpc_url} and {server.http_url} (log {server.log_path}); Ctrl-C stops it")
+    try:
+        server.proc.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
