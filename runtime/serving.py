@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from vla_runtime.runtime.decoders import make_decoder
+from vla_runtime.runtime.decoders import DECODERS, make_decoder
 from vla_runtime.runtime.manifest import Manifest
 
 logger = logging.getLogger(__name__)
@@ -66,6 +66,8 @@ class PolicyWire:
 
     @classmethod
     def of(cls, manifest: Manifest) -> PolicyWire:
+        if manifest.head not in DECODERS:  # pi0 builds its prompt from the state on its own path
+            raise ValueError(f"the {manifest.head} head cannot be served remotely yet; run it on the robot")
         pre = manifest.preprocess
         horizon, dim = manifest.action.horizon, manifest.action.dim
         extras = make_decoder(manifest).extra_inputs()
