@@ -27,8 +27,10 @@ def register(subparsers) -> None:
     p.add_argument("--state-names", metavar="A,B,..", help="the robot joints the LeRobot state lists, in order, "
                    "then gripper (default joint_0,..,gripper), for --from-lerobot")
     p.add_argument("--preset", default="tiny", choices=PRESETS, help="size preset (ignored with --checkpoint)")
-    p.add_argument("--checkpoint", metavar="DIR", help="local checkpoint: config.json + model.safetensors + "
-                   "tokenizer.json + norm_stats.json")
+    p.add_argument("--checkpoint", metavar="DIR", help="local checkpoint: a Hugging Face PaliGemma directory "
+                   "(config.json, single or sharded safetensors, tokenizer.json or tokenizer.model) with "
+                   "action_head.json (+ action_head.safetensors) and norm_stats.json, or the project's own "
+                   "layout (README: Bring your own checkpoint)")
     p.add_argument("--demo-checkpoint", action="store_true",
                    help="build from the trained demo checkpoint shipped in the package (see `vla-export train`)")
     p.add_argument("--out", required=True, metavar="DIR", help="bundle directory to create")

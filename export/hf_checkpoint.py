@@ -42,6 +42,7 @@ from pathlib import Path
 import torch
 from transformers import PaliGemmaConfig, PaliGemmaForConditionalGeneration
 from vla_runtime.export.hf_weights import WeightFiles, WeightsError, load_into, transformers_renamer
+from vla_runtime.export.manifest_writer import MAX_PROMPT_TOKENS
 from vla_runtime.export.model import ReferenceVLA, backbone_sizes, build_model, count_parameters
 from vla_runtime.export.norm_stats import load_norm_stats
 from vla_runtime.export.presets import VLAConfig
@@ -146,9 +147,18 @@ def read_backbone_config(root: Path) -> PaliGemmaConfig:
 
 def _config(head_file: HeadFile, backbone: PaliGemmaConfig, root: Path) -> VLAConfig:
     try:
-        return VLAConfig(head=head_file.head, preset="checkpoint", **backbone_sizes(backbone), **head_file.fields)
+        cfg = VLAConfig(head=head_file.head, preset="checkpoint", **backbone_sizes(backbone), **head_file.fields)
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{root / HEAD_FILE}: {exc}") from None
+    longest = cfg.num_image_tokens + MAX_PROMPT_TOKENS + cfg.action_dim  # image + prompt + generated ids
+    positions = int(backbone.text_config.max_position_embeddings)
+    if longest > positions:
+        raise CheckpointError(
+            f"{root / CONFIG_FILE}: max_position_embeddings {positions} is shorter than the longest sequence "
+            f"the bundle runs ({cfg.num_image_tokens} image + {MAX_PROMPT_TOKENS} prompt + {cfg.action_dim} "
+            "action positions); is this the config the model was trained with?"
+        )
+    return cfg
 
 
 def _load_head_weights(model: ReferenceVLA, root: Path) -> None:

@@ -90,6 +90,9 @@ def test_cli_builds_openvla_tokens_bundle_and_parity_holds(tokens_ckpt, tmp_path
         policy.infer(Frame(image=np.full((48, 64, 3), 120, np.uint8), t_capture=0.0), "pick up the red block")
         assert policy.last_bins.shape == (1, 7) and (policy.last_bins < 255).all()
         np.testing.assert_array_equal(policy.last_normalized, np.float32(a.bin_centres)[policy.last_bins])
+    capsys.readouterr()
+    assert export_main(["verify", str(out), "--checkpoint", str(tokens_ckpt)]) == 0  # again, from the directory
+    assert "parity: PASSED" in capsys.readouterr().out
 
 
 def test_cli_builds_rt2_parallel_bundle_from_head_file(parallel_ckpt, tmp_path, capsys):
@@ -190,6 +193,14 @@ def test_bad_head_files_fail_in_one_line(parallel_ckpt, tmp_path):
     (bad / "action_head.json").write_text(json.dumps({**doc, "action_tokens": {"convention": "middle"}}))
     with pytest.raises(CheckpointError, match="convention 'middle' is not one of"):
         load_checkpoint(bad)
+    (bad / "action_head.json").write_text(json.dumps(doc))
+    short = json.loads((parallel_ckpt / "config.json").read_text())
+    short["text_config"]["max_position_embeddings"] = 40
+    (bad / "config.json").write_text(json.dumps(short))
+    with pytest.raises(CheckpointError, match=r"config.json: max_position_embeddings 40 is shorter than the longest "
+                       r"sequence the bundle runs \(16 image \+ 48 prompt \+ 7 action positions\)"):
+        load_checkpoint(bad)
+    (bad / "config.json").write_text((parallel_ckpt / "config.json").read_text())
     (bad / "action_head.json").write_text(json.dumps({**doc, "head_hidden": 48}))
     with pytest.raises(CheckpointError, match=r"action_head.safetensors: tensor 'action_head.0.bias' has shape "
                        r"\[32\] but action_head.json expects \[48\]"):
