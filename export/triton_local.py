@@ -194,6 +194,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {why}", file=sys.stderr)
         return 1
     print(f"serving {repo} at {server.grpc_url} and {server.http_url} (log {server.log_path}); Ctrl-C stops it")
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt  # SIGTERM / SIGHUP stop the server too, not only Ctrl-C
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGHUP, on_term)
     try:
         server.proc.wait()
     except KeyboardInterrupt:

@@ -311,3 +311,35 @@ def test_tls_and_auth_header_on_a_restricted_server(tiny_bundle, tmp_path, monke
     finally:
         local.close()
         server.stop()
+
+
+def test_two_views_and_the_state_travel_and_equal_the_local_policy(tmp_path):
+    """A flow bundle reading front + wrist and the measured state: per-view tensors and `state` on the wire."""
+    pytest.importorskip("torch", reason="building the two-view bundle needs torch (pip install vla-runtime[export])")
+    import dataclasses
+
+    from vla_runtime.export.build import build_from_source
+    from vla_runtime.export.checkpoint import from_config
+    from vla_runtime.export.presets import preset_config
+    from vla_runtime.export.state_stats import robot_state_stats
+    from vla_runtime.runtime.backends.remote import RemoteConfig, open_remote_policy
+    from vla_runtime.runtime.policy import load_policy, verified_bundle
+    from vla_runtime.runtime.types import RobotState
+
+    state_stats = robot_state_stats("sim")
+    cfg = dataclasses.replace(preset_config("tiny", "flow"), views=("front", "wrist"), state_dim=state_stats.dim)
+    bundle = build_from_source(from_config(cfg, state_norm=state_stats), tmp_path / "bundle", progress=False)
+    server = _serve(bundle, tmp_path)
+    local = load_policy(bundle, backend="cpu")
+    try:
+        remote = open_remote_policy(verified_bundle(bundle), RemoteConfig(server.grpc_url, 5.0))
+        for seed in range(2):
+            frames = {"front": Frame(_image(seed), 0.0), "wrist": Frame(_image(seed + 10), 0.0)}
+            q = np.linspace(-0.3, 0.4, state_stats.dim - 1) * (seed + 1)  # [J] radians
+            state = RobotState(q, np.zeros(3), np.zeros(3), 0.5, 0.0)
+            expected = local.infer(frames, TASK, state).actions
+            np.testing.assert_array_equal(remote.infer(frames, TASK, state).actions, expected)
+        remote.close()
+    finally:
+        local.close()
+        server.stop()
