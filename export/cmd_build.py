@@ -42,6 +42,9 @@ def register(subparsers) -> None:
     p.add_argument("--state", nargs="?", const="sim", metavar="ROBOT",
                    help="the preset model also reads the measured joint positions (+ gripper) of ROBOT "
                    "(a built-in name or robot TOML; default sim), normalised by its joint limits")
+    p.add_argument("--resize-in-graph", action="store_true",
+                   help="the bundle takes the uint8 camera frame and resizes + normalises it in a graph, on the "
+                   "accelerator (GPU targets; on a CPU the host path is faster); same as `vla-export resize-graph`")
     p.set_defaults(func=run)
 
 
@@ -55,6 +58,9 @@ def run(args) -> int:
 
     start = time.perf_counter()
     if args.from_lerobot:
+        if args.resize_in_graph:
+            raise UserError("--resize-in-graph is for our own presets and checkpoints here; run "
+                            "`vla-export resize-graph` on the built LeRobot bundle instead")
         return _run_lerobot(args, start)
     if args.head is None:
         raise UserError("--head is required (or build a LeRobot checkpoint with --from-lerobot DIR --tokenizer FILE)")
@@ -72,7 +78,10 @@ def run(args) -> int:
         if args.save_checkpoint:
             saved = save_checkpoint(source, args.save_checkpoint)
             print(f"checkpoint written to {saved}")
-        out = build_from_source(source, Path(args.out), seed=args.seed, force=args.force)
+        if args.resize_in_graph:
+            out = _build_resizing(source, Path(args.out), args.seed, args.force)
+        else:
+            out = build_from_source(source, Path(args.out), seed=args.seed, force=args.force)
     except (BuildError, CheckpointError, ExportError, ParityError, ValueError) as exc:
         raise UserError(str(exc)) from None
     manifest = load_manifest(out)
@@ -84,6 +93,24 @@ def run(args) -> int:
         print(line)
     print(f"bundle: {out}  ({time.perf_counter() - start:.1f} s)")
     return 0
+
+
+def _build_resizing(source, out: Path, seed: int, force: bool) -> Path:
+    """Build beside `out`, then write `out` with the resize graph added (both verified)."""
+    import shutil
+
+    from vla_runtime.export.build import BuildError, build_from_source
+    from vla_runtime.export.resize_graph import add_resize_graph
+    from vla_runtime.runtime.bundle import check_destination
+
+    out = out.expanduser().absolute()
+    check_destination(out, force, error=BuildError)  # refuse before the export, not after it
+    host = out.with_name(f".{out.name}.host-preprocess")
+    try:
+        build_from_source(source, host, seed=seed, force=True)
+        return add_resize_graph(host, out, force=force)
+    finally:
+        shutil.rmtree(host, ignore_errors=True)
 
 
 def _preset_with_inputs(args):

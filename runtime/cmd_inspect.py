@@ -48,6 +48,10 @@ def parity_lines(parity: dict) -> list[str]:
     for role, g in parity.get("graphs", {}).items():
         mark = "ok" if g.get("passed") else "FAIL"
         lines.append(f"  {role:<9} max abs err {g.get('max_abs_err', float('nan')):.2e}  (tol {tol:.0e})  {mark}")
+    resize = parity.get("resize")  # vla-export resize-graph: the graph against PIL, in uint8 levels
+    if resize:
+        lines.append(f"  resize    max {resize.get('max_levels', float('nan')):.2f} / mean "
+                     f"{resize.get('mean_levels', float('nan')):.3f} uint8 levels against PIL")
     act = parity.get("action", {})
     if "bins_total" in act:
         verdict = "identical" if act.get("identical_bins") else "DIFFERENT"

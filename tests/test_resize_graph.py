@@ -86,3 +86,15 @@ def test_resize_graph_refusals_are_one_line(tiny_bundle, tmp_path, capsys):
     assert len(err) == 1 and "already resizes in a graph" in err[0]
     with pytest.raises(ValueError, match=r"uint8 \[H, W, 3\] RGB, got float32"):
         ResizeFeed(siglip_preprocess(32))(np.zeros((8, 8, 3), dtype=np.float32))
+
+
+def test_build_option_writes_the_graph_and_refuses_a_full_destination(tmp_path, capsys):
+    out = tmp_path / "built"
+    args = ["build", "--head", "parallel", "--preset", "tiny", "--out", str(out), "--resize-in-graph"]
+    assert export_main(args) == 0
+    assert "resize    max " in capsys.readouterr().out  # the build prints the graph's parity against PIL
+    m = load_manifest(out)
+    assert "resize" in m.graphs and m.parity["resize"]["max_levels"] <= 1.0 and m.parity["passed"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["built"]  # the host-path build was removed
+    assert export_main(args) == 2  # non-empty --out without --force: refused before exporting anything
+    assert "--force" in capsys.readouterr().err
