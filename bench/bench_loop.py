@@ -279,6 +279,9 @@ def print_comparison(figures: dict[str, dict[str, float]], image_size: int) -> N
                       ("safety_mean_pct", "  safety + IK (% period)"),
                       ("machinery_mean_pct", "  loop machinery alone (% period)")):
         print(f"{name:<46}" + "".join(f"{figures[n][key]:>19.3f}" for n in names))
+    verdicts = ["yes" if f["preprocess_p50_ms"] < 1.0 and f["overhead_mean_pct"] < 1.0 else "no"
+                for f in figures.values()]
+    print(f"{'targets met (preprocess < 1 ms, overhead < 1%)':<46}" + "".join(f"{v:>19}" for v in verdicts))
     ours, old = figures.get("OpenCV"), figures.get("old exact")
     if ours and old:
         print(f"host preprocess, old exact / OpenCV: {old['preprocess_p50_ms'] / ours['preprocess_p50_ms']:.0f}x")
