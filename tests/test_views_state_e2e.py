@@ -136,7 +136,7 @@ def test_a_view_or_state_the_robot_lacks_is_refused_in_one_line(two_view_bundle,
     assert len(err.strip().splitlines()) == 1
 
 
-def test_inspect_profile_and_verify_read_the_views_and_state(two_view_bundle, capsys):
+def test_inspect_profile_verify_and_eval_read_the_views_and_state(two_view_bundle, capsys):
     from vla_runtime.export.cli import main as export_main
 
     bundle = str(two_view_bundle("parallel"))
@@ -147,3 +147,6 @@ def test_inspect_profile_and_verify_read_the_views_and_state(two_view_bundle, ca
     assert "preprocess[wrist]" in capsys.readouterr().out  # a still frame feeds both views, a resting state
     assert export_main(["verify", bundle]) == 0  # the source is rebuilt with its views and state
     assert "parity: PASSED" in capsys.readouterr().out
+    rc = main(["eval", "--bundle", bundle, "--episodes", "1", "--steps", "4", "--backend", "cpu"])
+    out = capsys.readouterr().out  # random weights pick nothing up (exit 1); the episode itself ran to its end
+    assert rc == 1 and "success: 0/1" in out and "stops: completed 1" in out, out
