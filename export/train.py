@@ -83,13 +83,14 @@ class DemoTensors:
         self.targets = torch.from_numpy(data.targets)  # [N, H, D]
         self.bins = torch.from_numpy(discretize(data.targets, bins))  # [N, H, D]
         self.past = torch.from_numpy(data.past)  # [N, D]
+        self.weight = torch.from_numpy(data.weights())  # [N, D] 0 where a target says nothing
 
     def batch(self, idx: np.ndarray) -> dict[str, torch.Tensor]:
         i = torch.from_numpy(idx)
         pixels = self.images[i].permute(0, 3, 1, 2).float() * self.scale + self.shift  # [B, 3, S, S]
         prompt = torch.from_numpy(np.stack([self.prompts[k] for k in idx]))  # [B, T]
         return {"pixels": pixels, "prompt": prompt, "targets": self.targets[i], "bins": self.bins[i],
-                "past": self.past[i]}
+                "past": self.past[i], "weight": self.weight[i]}
 
 
 def soft_targets(bins: torch.Tensor, n: int, sigma: float) -> torch.Tensor:
@@ -108,20 +109,27 @@ def head_loss(model: ReferenceVLA, batch: dict[str, torch.Tensor], sigma: float,
         hidden = model.prefix_hidden(batch["pixels"], batch["prompt"])  # [B, N+T, E]
         logits = model.head_logits(model.pool(hidden, batch["past"]))  # [B, H, D, 256]
         target = soft_targets(batch["bins"], cfg.bins, sigma)  # [B, H, D, 256]
-        return -(target * F.log_softmax(logits, dim=-1)).sum(-1).mean()
+        return _weighted(-(target * F.log_softmax(logits, dim=-1)).sum(-1), batch["weight"][:, None, :])
     if cfg.head == "tokens":
         bins = batch["bins"][:, 0]  # [B, D]: the tokens head predicts one step, dimension by dimension
         teacher = model.tokens.token_id(bins[:, :-1])  # [B, D-1] ids fed back, as greedy decoding does
         logits = model.sequence_action_logits(batch["pixels"], batch["prompt"], teacher)  # [B, D, 256]
         target = soft_targets(bins, cfg.bins, sigma)
-        return -(target * F.log_softmax(logits, dim=-1)).sum(-1).mean()
+        return _weighted(-(target * F.log_softmax(logits, dim=-1)).sum(-1), batch["weight"])  # [B, D]
     # flow matching: x_t = t * noise + (1 - t) * actions, velocity = noise - actions (t=1 is noise)
     actions = batch["targets"]  # [B, H, D]
     context = model.prefix_hidden(batch["pixels"], batch["prompt"])  # [B, L, E]
     noise = torch.randn(actions.shape, generator=gen)
     t = torch.rand(actions.shape[0], generator=gen)  # [B]
     x_t = t[:, None, None] * noise + (1 - t[:, None, None]) * actions
-    return F.mse_loss(model.expert(context, x_t, t), noise - actions)
+    error = (model.expert(context, x_t, t) - (noise - actions)) ** 2  # [B, H, D]
+    return _weighted(error, batch["weight"][:, None, :])
+
+
+def _weighted(loss: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Mean of per-dimension losses over the dimensions whose targets supervise them."""
+    w = weight.expand_as(loss)
+    return (loss * w).sum() / w.sum().clamp(min=1.0)
 
 
 def split_episodes(episode: np.ndarray, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

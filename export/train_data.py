@@ -43,6 +43,12 @@ class Demonstrations:
     episode: np.ndarray  # int64 [N] episode index of each sample
     norm: NormStats  # measured on these demonstrations
     tasks: tuple[str, ...]  # distinct instructions seen
+    # float32 [N, D]: 1 where the target supervises the dimension, 0 where it says nothing (the
+    # scripted expert never commands rotation, so its relabelled chunks leave those dims to the data)
+    dim_weight: np.ndarray | None = None
+
+    def weights(self) -> np.ndarray:
+        return self.dim_weight if self.dim_weight is not None else np.ones(self.past.shape, dtype=np.float32)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -127,7 +133,8 @@ def load_relabelled(path: str | Path, tokenizer, norm: NormStats, image_size: in
     flat = labels[:, :horizon].reshape(-1, norm.dim).astype(np.float64)
     targets = np.clip(ActionNormalizer(norm, norm.dim).normalize(flat), -1.0, 1.0).astype(np.float32)
     prompts = task_prompts(tokenizer, doc["tasks"].tolist())
-    logger.info("relabelled: %d observations from %s", len(labels), path)
+    commanded = np.any(labels != 0.0, axis=(0, 1)).astype(np.float32)  # [D] dims the expert ever moves
+    logger.info("relabelled: %d observations from %s (supervised dims %s)", len(labels), path, commanded.tolist())
     return Demonstrations(
         images=doc["images"],
         prompts=[prompts[t] for t in doc["tasks"].tolist()],
@@ -136,6 +143,7 @@ def load_relabelled(path: str | Path, tokenizer, norm: NormStats, image_size: in
         episode=doc["episode"].astype(np.int64),
         norm=norm,
         tasks=tuple(sorted(prompts)),
+        dim_weight=np.repeat(commanded[None], len(labels), axis=0),  # [N, D]
     )
 
 
@@ -153,4 +161,5 @@ def merge(parts: list[Demonstrations]) -> Demonstrations:
         episode=np.concatenate(episodes),
         norm=parts[0].norm,
         tasks=tuple(sorted({t for p in parts for t in p.tasks})),
+        dim_weight=np.concatenate([p.weights() for p in parts]),
     )

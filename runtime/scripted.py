@@ -32,7 +32,8 @@ class GraspScript:
     # Labelling states another policy visits (DAgger): the phase follows the measured state, so a
     # gripper that closed beside or above the block is told to open and go back, never to lift.
     recover: bool = False
-    held_radius: float = 0.03  # metres; a block farther than this from the fingers is not held
+    held_radius: float = 0.03  # metres; fingers this far beside or above an unlifted block do not hold it
+    lifted_margin: float = 0.01  # metres above its resting height at which the block counts as in hand
 
     def __post_init__(self):
         if self.horizon < 1 or self.step <= 0 or not 0 < self.gain <= 1 or self.tolerance <= 0 or self.close_ticks < 1:
@@ -47,6 +48,7 @@ class ScriptedGraspPolicy(Policy):
         self.script = script
         self.phase = "reach"
         self._closing = 0
+        self._start_z: float | None = None  # the block's height at the first call (recover mode)
         self.stage_times: dict[str, float] = {}
 
     def infer(self, frame: Frame, task: str, state: RobotState | None = None) -> ActionChunk:
@@ -89,14 +91,17 @@ class ScriptedGraspPolicy(Policy):
         return ActionChunk(actions, EE_DELTA_NAMES, frame.t_capture)
 
     def _recover(self, pos: np.ndarray, block: np.ndarray) -> None:
-        """Re-derive the phase from where the fingers are, for states this script did not lead to."""
+        """Re-derive the phase from where the fingers and the block are, for states this script did not lead to."""
         s = self.script
-        aligned = float(np.linalg.norm((pos - block)[:2])) < s.tolerance  # above the block, m
-        if self.phase == "reach" and aligned and pos[2] <= block[2] + s.approach_height + s.tolerance:
+        if self._start_z is None:
+            self._start_z = float(block[2])  # m, the block's resting height
+        if block[2] - self._start_z > s.lifted_margin:
+            self.phase = "lift"  # the block rises with the fingers, however they got there: keep lifting
+            return
+        sideways = float(np.linalg.norm((pos - block)[:2]))  # m
+        if self.phase == "reach" and sideways < s.tolerance and pos[2] <= block[2] + s.approach_height + s.tolerance:
             self.phase = "descend"  # already lined up lower than the approach point: go straight down
-        elif self.phase == "descend" and float(np.linalg.norm((pos - block)[:2])) > 2 * s.tolerance:
+        elif self.phase == "descend" and sideways > 2 * s.tolerance:
             self.phase = "reach"  # drifted sideways on the way down
-        elif self.phase in ("close", "lift") and float(np.linalg.norm(pos - block - [0, 0, s.grasp_height])) > (
-            s.held_radius
-        ):
-            self.phase, self._closing = "reach", 0  # closed on nothing, or dropped it: open and go again
+        elif self.phase in ("close", "lift") and max(sideways, pos[2] - block[2]) > s.held_radius:
+            self.phase, self._closing = "reach", 0  # closed on nothing, or rose without it: open and go again

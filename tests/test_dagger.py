@@ -50,8 +50,18 @@ def test_dagger_labels_train_with_the_demonstrations(demo_bundle, tmp_path):
     assert data.targets.shape == (6, c.horizon, 7) and np.abs(data.targets).max() <= 1.0
     assert (data.past[0] == 0).all() and (data.past[1] != 0).any()  # the learner's own carried bins
     assert data.targets[0, 0, 6] > 0.9  # the expert starts with the fingers open
+    assert data.dim_weight[0].tolist() == [1, 1, 1, 0, 0, 0, 1]  # it never commands rotation: no target there
     both = merge([data, data])
     assert isinstance(both, Demonstrations) and len(both) == 12 and set(both.episode.tolist()) == {0, 1}
     with pytest.raises(Exception, match="px"):
         load_relabelled(out, source.tokenizer, source.norm, 2 * c.image_size, c.horizon, c.bins)
     assert export_main(["dagger", "--bundle", str(demo_bundle), "--seed", "100000", "--out", str(out)]) == 2
+
+
+def test_the_relabelling_expert_keeps_lifting_a_block_that_rises_in_the_fingers():
+    block = BLOCK.copy()
+    expert = ScriptedGraspPolicy(lambda: block, GraspScript(recover=True))
+    expert.infer(frame(), "t", state(BLOCK + [0.0, 0.0, 0.012]))  # the block's resting height is noted
+    block[2] += 0.03  # caught low in the fingers: 5 cm under them, but rising
+    chunk = expert.infer(frame(), "t", state(block + [0.02, 0.0, 0.05], gripper=0.0))
+    assert expert.phase == "lift" and chunk.actions[0, 6] == 0.0 and chunk.actions[0, 2] > 0

@@ -87,3 +87,24 @@ def test_the_shipped_demo_checkpoint_loads():
     source = load_checkpoint(shipped_checkpoint("parallel"), head="parallel")
     assert source.cfg.condition_on_past_action and source.cfg.image_size == preset_config("demo", "parallel").image_size
     assert source.norm.kind == "q01_q99" and max(source.norm.high[:3]) < 0.05  # metres per tick, from the data
+
+
+def test_dimensions_without_a_target_do_not_move_the_loss():
+    from vla_runtime.export.train import DemoTensors, head_loss
+
+    cfg = dataclasses.replace(preset_config("demo", "parallel"), vision_layers=1, text_layers=1)
+    model = from_config(cfg, seed=0).model
+    data = synthetic_demos(cfg, n=8)
+    weight = np.ones((8, 7), dtype=np.float32)
+    weight[:, 3:6] = 0.0
+    other = data.targets.copy()
+    other[:, :, 3:6] = -other[:, :, 3:6]  # different targets only where the weight is 0
+    losses = []
+    for targets in (data.targets, other):
+        d = dataclasses.replace(data, targets=targets, dim_weight=weight)
+        losses.append(float(head_loss(model, DemoTensors(d, cfg.image_size, cfg.bins).batch(np.arange(8)), 1.5,
+                                      torch.Generator().manual_seed(0))))
+    assert losses[0] == losses[1]
+    plain = float(head_loss(model, DemoTensors(data, cfg.image_size, cfg.bins).batch(np.arange(8)), 1.5,
+                            torch.Generator().manual_seed(0)))
+    assert plain != losses[0]
