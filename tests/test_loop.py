@@ -20,7 +20,7 @@ from vla_runtime.runtime.scheduler import Scheduler, SchedulerConfig  # noqa: E4
 from vla_runtime.runtime.scripted import EE_DELTA_NAMES, GraspScript, ScriptedGraspPolicy  # noqa: E402
 from vla_runtime.runtime.sim.robot import SimCamera, SimRobot  # noqa: E402
 from vla_runtime.runtime.sim.world import SimConfig, SimWorld  # noqa: E402
-from vla_runtime.runtime.types import ActionChunk, Policy  # noqa: E402
+from vla_runtime.runtime.types import ActionChunk, Policy, capture_time  # noqa: E402
 
 
 class FastClock:
@@ -92,7 +92,8 @@ class Rig:
         try:
             return loop.run("pick up the red block")
         finally:
-            self.camera.close()
+            for camera in self.camera.values() if isinstance(self.camera, dict) else (self.camera,):
+                camera.close()
 
     def assert_commands_inside_limits(self, dt):
         lim = self.limits
@@ -293,6 +294,30 @@ def test_a_frozen_camera_is_not_inferred_on_and_the_robot_holds():
     assert policy.calls < 12 and result.starved_ticks >= 1  # chunks ran out: the robot held
     state, q, _ = rig.robot.log[-1]
     np.testing.assert_array_equal(q, state.joint_positions)
+
+
+class ViewsPolicy(Policy):
+    """Keeps what each inference was handed; opens the gripper in place."""
+
+    def __init__(self):
+        self.seen = []
+
+    def infer(self, frame, task, state=None):
+        self.seen.append(frame)
+        return ActionChunk(np.tile([0.0, 0, 0, 0, 0, 0, 1.0], (2, 1)), EE_DELTA_NAMES, capture_time(frame))
+
+
+def test_every_view_reaches_the_policy_and_one_frozen_view_holds_the_robot():
+    rig = Rig()
+    rig.camera.close()
+    rig.camera = {"front": SimCamera(rig.world, 32, 32, "front"), "wrist": FrozenCamera(rig.world, 32, 32, "wrist")}
+    policy = ViewsPolicy()
+    result = rig.run(policy, 12, replan=1)  # the wrist frame is older than 0.5 s from tick 5 on
+    first = policy.seen[0]
+    assert list(first) == ["front", "wrist"] and first["front"].image.shape == (32, 32, 3)
+    assert not np.array_equal(first["front"].image, first["wrist"].image)  # two cameras, two pictures
+    assert result.stop_reason == "completed" and result.stale_frames >= 1  # a fresh front view is not enough
+    assert len(policy.seen) < 12 and result.starved_ticks >= 1
 
 
 def test_chunk_cursor_aligns_steps_to_slots():
