@@ -81,7 +81,7 @@ def replay(policy, frames: Sequence[CalibFrame], record: bool, desc: str, progre
             if recorder is not None:
                 recorder.next_frame()
             state = recorded_state(f.state) if f.state is not None else resting_state(policy.manifest.state)
-            chunk = policy.infer(Frame(image=f.image, t_capture=0.0), f.task, state)
+            chunk = policy.infer(_frames(policy, f), f.task, state)
             out.actions.append(np.array(chunk.actions, dtype=np.float64))
             out.normalized.append(np.array(policy.last_normalized, dtype=np.float32))
             out.bins.append(None if policy.last_bins is None else np.array(policy.last_bins))
@@ -90,6 +90,14 @@ def replay(policy, frames: Sequence[CalibFrame], record: bool, desc: str, progre
     if recorder is not None:
         out.samples.update(recorder.samples)
     return out
+
+
+def _frames(policy, f: CalibFrame):
+    """Every view the policy reads when the source kept them all, else the one image for each view."""
+    views = getattr(policy, "views", ())
+    if f.views and all(v in f.views for v in views):
+        return {v: Frame(image=f.views[v], t_capture=0.0) for v in views}
+    return Frame(image=f.image, t_capture=0.0)
 
 
 def representative(samples: Sequence[GraphSample], limit: int) -> list[GraphSample]:

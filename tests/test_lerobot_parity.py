@@ -26,6 +26,7 @@ from vla_runtime.runtime.types import Frame, RobotState  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures" / "lerobot"
 REPO = Path(__file__).resolve().parents[1]
+SIM_STATE = ("base_yaw", "shoulder", "elbow", "wrist_pitch", "wrist_roll", "wrist_yaw", "gripper")  # the sim arm
 CHUNK_TOLERANCE = 1e-4  # max abs error of the chunk in physical units (float32 graphs vs LeRobot)
 
 
@@ -51,7 +52,7 @@ def lerobot_chunk_errors(bundle: Path, reference: Path) -> list[float]:
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory):
     root = tmp_path_factory.mktemp("lerobot-bundles")
-    return {kind: build_from_lerobot(FIXTURES / kind, FIXTURES / "tokenizer.json", root / kind)
+    return {kind: build_from_lerobot(FIXTURES / kind, FIXTURES / "tokenizer.json", root / kind, state_names=SIM_STATE)
             for kind in ("pi0", "pi05")}
 
 
@@ -99,3 +100,35 @@ def test_regenerated_with_lerobot(tmp_path):
         errors = lerobot_chunk_errors(bundle, out / f"{kind}_reference.npz")
         print(f"{kind} (fresh LeRobot run): chunk max abs error {max(errors):.2e}")
         assert max(errors) < CHUNK_TOLERANCE
+
+
+def test_pi0_drives_the_sim_with_two_cameras_and_state_then_calibrates_int8(bundles, tmp_path, capsys):
+    """The exported pi0 runs the closed loop (front + wrist views, measured joints + gripper), the
+    recording of every view and state calibrates the QDQ INT8 bundle, and that passes the gate and runs."""
+    pytest.importorskip("mujoco", reason="needs MuJoCo (pip install vla-runtime[sim])")
+    pytest.importorskip("mcap", reason="recording needs the record extra (pip install 'vla-runtime[record]')")
+    import json
+
+    import vla_runtime.runtime.sim  # noqa: F401 - picks MuJoCo's offscreen GL before mujoco is imported
+    from vla_runtime.calibration.pipeline import QuantizeOptions, quantize_bundle
+    from vla_runtime.runtime.cli import main
+    from vla_runtime.runtime.episodes.readers import open_source
+    from vla_runtime.runtime.manifest import load_manifest
+
+    record, profile = tmp_path / "episodes", tmp_path / "profile.json"
+    rc = main(["--bundle", str(bundles["pi0"]), "--task", "pick up the red cube", "--steps", "16",
+               "--max-misses", "100000", "--backend", "cpu", "--record", str(record), "--record-raw",
+               "--profile", str(profile)])
+    assert rc == 0
+    stages = json.loads(profile.read_text())["stages_ms"]
+    assert {"preprocess[front]", "preprocess[wrist]", "vision", "prefill", "expert"} <= set(stages)
+    out = capsys.readouterr().out
+    assert "episode: completed after 16 ticks" in out
+
+    int8 = tmp_path / "pi0-int8"
+    report = quantize_bundle(bundles["pi0"], open_source(record), int8,
+                             QuantizeOptions(calib_frames=8, gate_frames=4, progress=False))
+    assert report["passed"], report
+    assert {g.precision for g in load_manifest(int8).graphs.values()} == {"int8"}
+    assert main(["--bundle", str(int8), "--task", "pick up the red cube", "--steps", "4", "--max-misses", "100000",
+                 "--backend", "cpu"]) == 0

@@ -26,6 +26,7 @@ class CalibFrame:
     index: int  # frame index within the episode
     state: np.ndarray | None = None  # float32 [S] proprioception, when the source has it
     action: np.ndarray | None = None  # float32 [D] recorded action in physical units, when known
+    views: dict | None = None  # view name -> uint8 [H, W, 3] of every camera the source kept, when several
 
 
 class CalibSource(ABC):

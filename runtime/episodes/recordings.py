@@ -59,5 +59,11 @@ class RecordedMcap(CalibSource):
             image = rec.image(tick, cam)
         except (RecordingError, ValueError) as exc:
             raise CalibDataError(f"{where}: {exc}") from None
+        views = None
+        if len(tick.cameras) > 1:  # a multi-view policy replays every view the robot recorded
+            try:
+                views = {c: as_rgb_uint8(rec.image(tick, c), where) for c in tick.cameras}
+            except (RecordingError, ValueError) as exc:
+                raise CalibDataError(f"{where}: {exc}") from None
         return CalibFrame(image=as_rgb_uint8(image, where), task=rec.run.task, episode=episode, index=index,
-                          state=tick.state.astype("float32"), action=tick.sent.astype("float32"))
+                          state=tick.state.astype("float32"), action=tick.sent.astype("float32"), views=views)
