@@ -76,7 +76,10 @@ def plan(bundle_dir: str | Path, precision: str, shapes: dict, allow_failed_gate
         cfg = EngineConfig(precision=precision, workspace_mb=workspace_mb, optimization_level=opt_level, shapes=shapes,
                            strongly_typed=strongly_typed)
         check_precision(m, precision, None)
-        opt_prompt = PromptTokenizer(m.prompt, bundle.path(m.prompt.tokenizer_file))(cfg.typical_task).shape[1]
+        if m.head == "pi0":  # LeRobot policies: the prompt is padded to its full length, every shape static
+            opt_prompt = m.prompt.max_tokens
+        else:
+            opt_prompt = PromptTokenizer(m.prompt, bundle.path(m.prompt.tokenizer_file))(cfg.typical_task).shape[1]
         profiles = bundle_profiles(m, opt_prompt, shapes)
     except (EngineError, ProfileError) as exc:
         raise UserError(str(exc)) from None

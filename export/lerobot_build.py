@@ -157,7 +157,7 @@ def _parity(staging: Path, ckpt: LeRobotCheckpoint, modules, seed: int) -> dict:
             noise = rng.standard_normal((1, ckpt.chunk_size, ckpt.max_action_dim)).astype(np.float32)
             seen: dict[str, list] = {}
             policy.graph_tap = lambda role, feeds, seen=seen: seen.setdefault(role, []).append(feeds)
-            policy._decoder.inject_noise(noise)
+            policy.inject_noise(noise)
             state = RobotState(joint_positions=raw[:-1], ee_position=np.zeros(3), ee_orientation=np.zeros(3),
                                gripper=float(raw[-1]), t_read=0.0)
             policy.infer({v: Frame(img, 0.0) for v, img in images.items()}, "pick up the red cube", state)

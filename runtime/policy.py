@@ -125,6 +125,12 @@ class BundlePolicy(Policy):
         """The normalised state f32 [1, S] the graphs read (None for a bundle that reads none)."""
         return None if self._state is None else self._state(state)
 
+    def inject_noise(self, noise: np.ndarray) -> None:
+        """Start the next flow decode from this noise (parity replays a reference's own draw)."""
+        if not hasattr(self._decoder, "inject_noise"):
+            raise ValueError(f"the {self.manifest.head} head draws no start noise")
+        self._decoder.inject_noise(noise)
+
     def tokenize(self, task: str) -> np.ndarray:
         """Task -> input_ids int64 [1, T], cached per task string."""
         return self._tokenize(task)

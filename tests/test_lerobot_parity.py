@@ -41,7 +41,7 @@ def lerobot_chunk_errors(bundle: Path, reference: Path) -> list[float]:
             raw = ref[f"{case}/state"].astype(np.float64)
             state = RobotState(joint_positions=raw[:-1], ee_position=np.zeros(3), ee_orientation=np.zeros(3),
                                gripper=float(raw[-1]), t_read=0.0)
-            policy._decoder.inject_noise(ref[f"{case}/noise"])
+            policy.inject_noise(ref[f"{case}/noise"])
             chunk = policy.infer(frames, str(ref[f"{case}/task"]), state)
             assert chunk.actions.shape == ref[f"{case}/chunk"].shape
             np.testing.assert_allclose(chunk.actions[0], ref[f"{case}/select_action"], atol=CHUNK_TOLERANCE)
@@ -132,3 +132,30 @@ def test_pi0_drives_the_sim_with_two_cameras_and_state_then_calibrates_int8(bund
     assert {g.precision for g in load_manifest(int8).graphs.values()} == {"int8"}
     assert main(["--bundle", str(int8), "--task", "pick up the red cube", "--steps", "4", "--max-misses", "100000",
                  "--backend", "cpu"]) == 0
+
+
+@pytest.mark.parametrize("kind", ["pi0", "pi05"])
+def test_tensorrt_engine_bundle_takes_the_lerobot_graphs(bundles, kind, tmp_path, monkeypatch):
+    """`vla-export engine` plans one static profile per graph and writes a TensorRT bundle; only the
+    builder and the GPU are faked (no GPU here), the planning, records and manifest are real."""
+    from vla_runtime.export import cmd_engine, tensorrt_build
+    from vla_runtime.runtime.backends import device
+    from vla_runtime.runtime.manifest import load_manifest
+
+    built = []
+
+    def fake_build(path, shapes, cfg, cache=b""):
+        built.append((path.name, dict(shapes)))
+        return b"plan:" + path.name.encode(), cache + b"."
+
+    monkeypatch.setattr(tensorrt_build, "build_engine", fake_build)
+    monkeypatch.setattr(device, "live_device", lambda device_id=0: device.DeviceFacts("Fake Orin", "8.7", "10.3.0", "12.6"))
+    bundle, cfg, profiles = cmd_engine.plan(bundles[kind], "fp16", {}, False)
+    assert set(profiles) == {"vision", "prefill", "expert"}
+    for shapes in profiles.values():  # LeRobot's padded prompt: every input has one static shape
+        assert all(lo == opt == hi for lo, opt, hi in shapes.values())
+    out = cmd_engine.build_engine_bundle(bundle, cfg, profiles, tmp_path / "engines", None, False, progress=False)
+    manifest = load_manifest(out)
+    assert manifest.target.kind == "tensorrt" and manifest.head == "pi0"
+    assert {g.format for g in manifest.graphs.values()} == {"tensorrt"}
+    assert sorted(name for name, _ in built) == ["expert.onnx", "prefill.onnx", "vision.onnx"]
