@@ -149,7 +149,8 @@ def test_tensorrt_engine_bundle_takes_the_lerobot_graphs(bundles, kind, tmp_path
         return b"plan:" + path.name.encode(), cache + b"."
 
     monkeypatch.setattr(tensorrt_build, "build_engine", fake_build)
-    monkeypatch.setattr(device, "live_device", lambda device_id=0: device.DeviceFacts("Fake Orin", "8.7", "10.3.0", "12.6"))
+    orin = device.DeviceFacts("Fake Orin", "8.7", "10.3.0", "12.6")
+    monkeypatch.setattr(device, "live_device", lambda device_id=0: orin)
     bundle, cfg, profiles = cmd_engine.plan(bundles[kind], "fp16", {}, False)
     assert set(profiles) == {"vision", "prefill", "expert"}
     for shapes in profiles.values():  # LeRobot's padded prompt: every input has one static shape
