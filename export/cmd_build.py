@@ -37,6 +37,9 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="weights seed (presets) and flow noise seed")
     p.add_argument("--force", action="store_true", help="replace a non-empty --out")
     p.add_argument("--save-checkpoint", metavar="DIR", help="also write the model as a checkpoint directory")
+    p.add_argument("--save-hf-checkpoint", metavar="DIR",
+                   help="also write the model in the Hugging Face PaliGemma layout (sharded safetensors + index, "
+                   "action_head.json); `--checkpoint DIR` reads it back")
     p.add_argument("--views", metavar="NAMES", help="camera views the preset model reads, comma-separated, in "
                    "prefix order, e.g. front,wrist (the robot's [cameras.NAME]; default: front)")
     p.add_argument("--state", nargs="?", const="sim", metavar="ROBOT",
@@ -78,6 +81,11 @@ def run(args) -> int:
         if args.save_checkpoint:
             saved = save_checkpoint(source, args.save_checkpoint)
             print(f"checkpoint written to {saved}")
+        if args.save_hf_checkpoint:
+            from vla_runtime.export.hf_checkpoint import save_hf_checkpoint
+
+            saved = save_hf_checkpoint(source, args.save_hf_checkpoint)
+            print(f"Hugging Face layout checkpoint written to {saved}")
         if args.resize_in_graph:
             out = _build_resizing(source, Path(args.out), args.seed, args.force)
         else:

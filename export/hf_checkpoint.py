@@ -40,11 +40,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 from transformers import PaliGemmaConfig, PaliGemmaForConditionalGeneration
 from vla_runtime.export.hf_weights import WeightFiles, WeightsError, load_into, transformers_renamer
 from vla_runtime.export.manifest_writer import MAX_PROMPT_TOKENS
 from vla_runtime.export.model import ReferenceVLA, backbone_sizes, build_model, count_parameters
-from vla_runtime.export.norm_stats import load_norm_stats
+from vla_runtime.export.norm_stats import load_norm_stats, save_norm_stats
 from vla_runtime.export.presets import VLAConfig
 from vla_runtime.export.source import CheckpointError, Source
 from vla_runtime.export.tokenizer import PROMPT_TEMPLATE, load_tokenizer
@@ -228,3 +229,36 @@ def reference_model(root: Path, cfg: VLAConfig, vocab_size: int, tokens: ActionT
     model = ReferenceVLA(cfg, vocab_size, tokens, vlm=vlm)
     _load_head_weights(model, root)
     return model.eval()
+
+
+def save_hf_checkpoint(source: Source, directory: str | Path, max_shard_size: str = "2GB") -> Path:
+    """Write `source` in this layout (transformers' `save_pretrained` for the backbone); returns the directory.
+
+    What `load_hf_checkpoint` reads back is the same model: a way to hand a preset or a trained
+    checkpoint to tools that expect the Hugging Face layout, and to try the layout end to end.
+    """
+    cfg, model = source.cfg, source.model
+    if cfg.views != ("front",) or cfg.state_dim:
+        raise CheckpointError("the Hugging Face layout carries one camera and no robot state; "
+                              "save this model with --save-checkpoint instead")
+    out = Path(directory).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    model.vlm.save_pretrained(str(out), max_shard_size=max_shard_size)
+    source.tokenizer.save(str(out / "tokenizer.json"))
+    vocab = source.tokenizer.get_vocab_size()
+    if model.tokens == ActionTokens.last_ids(vocab, cfg.bins):
+        tokens = {"convention": "last_ids"}
+    elif model.tokens == ActionTokens.from_end(vocab, cfg.bins):
+        tokens = {"convention": "from_end"}
+    else:
+        tokens = {"offset": model.tokens.offset, "order": model.tokens.order}
+    doc = {"head": cfg.head, **{k: getattr(cfg, k) for k in HEAD_FIELDS}, "action_tokens": tokens,
+           "prompt_template": source.prompt_template}
+    (out / HEAD_FILE).write_text(json.dumps(doc, indent=2) + "\n")
+    prefixes = HEAD_PREFIXES[cfg.head]
+    if prefixes:
+        head = {k: v.detach().contiguous() for k, v in model.state_dict().items() if k.startswith(prefixes)}
+        save_file(head, str(out / HEAD_WEIGHTS), metadata={"format": "pt"})
+    save_norm_stats(source.norm, out)
+    logger.info("saved %s in the Hugging Face layout to %s", cfg.head, out)
+    return out

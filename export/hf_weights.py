@@ -114,7 +114,8 @@ def load_into(
     cast to the module's dtype (a bf16 checkpoint loads into an fp32 model).
     """
     target = module.state_dict(keep_vars=True)
-    wanted = set().union(*_tied_groups(module, prefixes)) if target else set()
+    groups = _tied_groups(module, prefixes)
+    wanted = {name for group in groups for name in group}
     source_of: dict[str, str] = {}  # module name -> checkpoint name
     for key in files.where:
         name = rename(key)
@@ -124,7 +125,7 @@ def load_into(
                 "is this the checkpoint that config belongs to?"
             )
         source_of[name] = key
-    for group in _tied_groups(module, prefixes):
+    for group in groups:
         present = [n for n in group if n in source_of]
         if not present:
             shape = list(target[group[0]].shape)
@@ -135,9 +136,9 @@ def load_into(
         for extra in present[1:]:  # a tied copy saved twice is fine when it is not used
             source_of.pop(extra)
     copied = 0
-    for path, keys in files.by_file(sorted(source_of.values())):
+    by_key = {key: name for name, key in source_of.items()}  # checkpoint name -> module name
+    for path, keys in files.by_file(sorted(by_key)):
         with safe_open(str(path), framework="pt") as f:
-            by_key = {v: k for k, v in source_of.items()}
             for key in keys:
                 name = by_key[key]
                 expected = tuple(target[name].shape)

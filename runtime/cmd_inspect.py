@@ -124,7 +124,8 @@ def summary_lines(root: Path, m: Manifest) -> list[str]:
                      + f", normalisation {m.state.normalization.kind}" if m.state.names else "none read"),
         f"prompt: {m.prompt.template!r}  tokenizer {m.prompt.tokenizer_file}, bos {m.prompt.bos_token_id}, "
         f"max {m.prompt.max_tokens} tokens",
-        f"action: {a.kind}, D={a.dim}, horizon {a.horizon}, {a.bins} bins (action ids from {a.action_token_offset})",
+        f"action: {a.kind}, D={a.dim}, horizon {a.horizon}, {a.bins} bins "
+        f"(action ids from {a.action_token_offset}, {a.action_token_order})",
         "  " + ", ".join(f"{name} [{unit}]" for name, unit in zip(a.names, a.units, strict=True)),
         f"normalisation: {n.kind}",
     ]

@@ -242,3 +242,19 @@ def test_flow_head_weights_load_and_a_tokens_head_has_none(tmp_path):
     (ckpt / "action_head.json").write_text(json.dumps({"head": "tokens"}))
     with pytest.raises(CheckpointError, match="the tokens head has no weights of its own"):
         load_checkpoint(ckpt)
+
+
+@pytest.mark.parametrize("head", ["tokens", "flow"])
+def test_a_preset_saved_in_the_layout_loads_back_identically(tmp_path, head):
+    from vla_runtime.export.checkpoint import from_preset
+    from vla_runtime.export.hf_checkpoint import save_hf_checkpoint
+
+    source = from_preset("tiny", head, seed=3)
+    path = save_hf_checkpoint(source, tmp_path / "tiny-hf", max_shard_size="200KB")
+    assert (path / "model.safetensors.index.json").is_file() and (path / "action_head.json").is_file()
+    loaded = load_checkpoint(path, head=head)
+    assert loaded.model.tokens == source.model.tokens and loaded.norm == source.norm
+    mine, back, ref = source.model.state_dict(), loaded.model.state_dict(), loaded.reference_model().state_dict()
+    assert mine.keys() == back.keys() == ref.keys()
+    for key in mine:
+        assert torch.equal(mine[key], back[key]) and torch.equal(mine[key], ref[key]), key
