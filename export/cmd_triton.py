@@ -21,10 +21,12 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, metavar="REPO", help="repository folder to write")
     p.add_argument("--force", action="store_true", help="replace a non-empty --out")
     p.add_argument("--name", default="policy", help="policy model name (graph models are NAME_<role>; default policy)")
-    p.add_argument("--graphs", choices=("triton", "inprocess"), default="triton",
+    p.add_argument("--graphs", choices=("triton", "python", "inprocess"), default="triton",
                    help="triton: each graph is an onnxruntime/TensorRT model called through BLS (NVIDIA's "
-                        "container; default); inprocess: the policy model runs them on onnxruntime itself "
-                        "(any Triton with the python backend, e.g. the nvidia-pytriton wheel)")
+                        "container; default); python: the same layout with python graph models running "
+                        "onnxruntime; inprocess: the policy model runs them on onnxruntime itself "
+                        "(python and inprocess run on any Triton with the python backend, e.g. the "
+                        "nvidia-pytriton wheel)")
     p.add_argument("--gpu", action="store_true", help="place model instances on the GPU (KIND_GPU)")
     p.add_argument("--tensorrt", action="store_true",
                    help="with --gpu --graphs triton: run the ONNX graphs through onnxruntime's TensorRT EP (fp16)")

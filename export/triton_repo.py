@@ -5,8 +5,10 @@ Layout written (model names must equal their folder names):
     REPO/<name>/config.pbtxt          python model `policy`: the whole inference server-side
     REPO/<name>/1/model.py            export/triton_policy_model.py (a thin adapter)
     REPO/<name>/1/bundle/...          the bundle (manifest, tokenizer, and the graphs when inprocess)
-    REPO/<name>_<role>/config.pbtxt   graphs=triton only: one onnxruntime / TensorRT-plan model per graph
+    REPO/<name>_<role>/config.pbtxt   graphs=triton: one onnxruntime / TensorRT-plan model per graph;
+                                      graphs=python: the same as a python model running onnxruntime
     REPO/<name>_<role>/1/<file>       the bundle's graph file and its external data, names unchanged
+    REPO/<name>_<role>/1/model.py     graphs=python: export/triton_graph_model.py
     REPO/README.txt                   how to start a server on this repository
 
 Two places for the graphs, because the pip-installable `tritonserver` (nvidia-pytriton) ships
@@ -16,6 +18,8 @@ Triton model on the onnxruntime or TensorRT backend, which the policy model call
 The python model cannot keep a KV cache in Triton's implicit state, and a decode or flow loop
 split between robot and server pays one round trip per step, so the loop always runs inside
 the policy model. Dynamic batching gathers concurrent robots' requests into one `execute`.
+`python` keeps the `triton` layout (graph models called through BLS) on a Triton that has only
+the python backend: each graph model runs onnxruntime itself.
 """
 
 from __future__ import annotations
@@ -34,12 +38,14 @@ logger = logging.getLogger(__name__)
 TRITON_TYPES = {"float32": "TYPE_FP32", "float64": "TYPE_FP64", "float16": "TYPE_FP16", "int64": "TYPE_INT64",
                 "int32": "TYPE_INT32", "bool": "TYPE_BOOL", "uint8": "TYPE_UINT8"}
 MODEL_FILE = Path(__file__).with_name("triton_policy_model.py")
+GRAPH_MODEL_FILE = Path(__file__).with_name("triton_graph_model.py")
 
 
 @dataclass(frozen=True)
 class RepoConfig:
     name: str = "policy"  # the policy model's name; graph models are <name>_<role>
-    graphs: str = "triton"  # "triton" (NVIDIA container: graph models + BLS) or "inprocess" (python only)
+    graphs: str = "triton"  # "triton" (NVIDIA container: graph models + BLS), "python" (graph models as
+    # python models + BLS) or "inprocess" (the policy model runs the graphs itself)
     gpu: bool = False  # instance groups on the GPU (KIND_GPU) instead of the CPU
     tensorrt: bool = False  # graphs=triton on GPU: onnxruntime's TensorRT execution accelerator, fp16
     max_batch_size: int = 8  # robots' requests one execute() may receive
@@ -74,7 +80,7 @@ def write_repository(bundle_dir: str | Path, out: str | Path, config: RepoConfig
         shutil.rmtree(out)
     out.mkdir(parents=True)
     _policy_model(bundle, out / config.name, config)
-    if config.graphs == "triton":
+    if config.graphs != "inprocess":
         for role in HEAD_GRAPHS[bundle.manifest.head]:
             _graph_model(bundle, bundle.manifest.graphs[role], out / f"{config.name}_{role}", config)
     (out / "README.txt").write_text(_readme(bundle, config))
@@ -86,7 +92,7 @@ def _policy_model(bundle: Bundle, folder: Path, config: RepoConfig) -> None:
     version = folder / "1"
     graph_files = {spec.file for spec in bundle.manifest.graphs.values()}
     graph_files |= {f for spec in bundle.manifest.graphs.values() for f in spec.data_files}
-    skip = graph_files if config.graphs == "triton" else set()  # served by the graph models
+    skip = graph_files if config.graphs != "inprocess" else set()  # served by the graph models
     for rel in sorted(bundle.manifest.files):
         if rel not in skip:
             _copy(bundle.path(rel), version / "bundle" / rel)
@@ -116,13 +122,21 @@ def _graph_model(bundle: Bundle, spec: GraphSpec, folder: Path, config: RepoConf
     for rel in (spec.file, *spec.data_files):  # external data keeps its relative name beside the graph
         _copy(bundle.path(rel), version / rel)
     engine = spec.format == "tensorrt"
+    python = config.graphs == "python"
+    if python and engine:
+        raise ValueError(f"graph {spec.role!r} is a TensorRT engine; --graphs python runs ONNX graphs only")
+    if python:
+        shutil.copy2(GRAPH_MODEL_FILE, version / "model.py")
+    backend = 'backend: "python"' if python else 'platform: "tensorrt_plan"' if engine else 'backend: "onnxruntime"'
     inputs = tuple(WireTensor(t.name, t.dtype, _dims(t.shape)) for t in spec.inputs)
     outputs = tuple(WireTensor(t.name, t.dtype, _dims(t.shape)) for t in spec.outputs)
     lines = [
         f'name: "{folder.name}"',
-        'platform: "tensorrt_plan"' if engine else 'backend: "onnxruntime"',
+        backend,
         "max_batch_size: 0",  # the bundle's graphs have a fixed batch of 1 and variable sequence axes
-        f'default_model_filename: "{spec.file}"',
+        # the python backend names its model.py here; the graph file goes in a parameter instead
+        f'parameters {{ key: "graph_file" value: {{ string_value: "{spec.file}" }} }}' if python
+        else f'default_model_filename: "{spec.file}"',
         _tensors("input", inputs),
         _tensors("output", outputs),
         _instances(config),
@@ -135,7 +149,8 @@ def _graph_model(bundle: Bundle, spec: GraphSpec, folder: Path, config: RepoConf
             '  parameters { key: "trt_engine_cache_path" value: "/tmp/vla-runtime-trt" } } ] } }'
         )
     if config.threads is not None and not engine:
-        lines.append(f'parameters {{ key: "intra_op_thread_count" value: {{ string_value: "{config.threads}" }} }}')
+        key = "threads" if python else "intra_op_thread_count"
+        lines.append(f'parameters {{ key: "{key}" value: {{ string_value: "{config.threads}" }} }}')
     (folder / "config.pbtxt").write_text("\n".join(lines) + "\n")
 
 

@@ -151,7 +151,9 @@ class ServedPolicy:
         return self.policy.preprocess(request[image_name(view)][row], view)  # the view's own preprocessor
 
 
-GRAPH_PLACES = ("inprocess", "triton")  # where the policy model's graphs run
+# where the policy model's graphs run: in its own process, or as Triton models called through BLS
+# (on the onnxruntime / TensorRT backends, or as python models running onnxruntime)
+GRAPH_PLACES = ("inprocess", "triton", "python")
 
 
 def open_served(bundle_dir: str | Path, graphs: str = "inprocess", device: str = "auto", threads: int | None = None,
@@ -159,15 +161,15 @@ def open_served(bundle_dir: str | Path, graphs: str = "inprocess", device: str =
     """The serving core for a repository's policy model.
 
     `inprocess`: the graphs run on onnxruntime inside the python model (any Triton with the
-    python backend). `triton`: each graph is the Triton model `<model_prefix>_<role>` and is
-    called through BLS (`pb_utils` required); the repository writer verified those graphs'
-    hashes, so only the manifest's seal is checked here.
+    python backend). `triton` / `python`: each graph is the Triton model `<model_prefix>_<role>`
+    and is called through BLS (`pb_utils` required); the repository writer verified those
+    graphs' hashes, so only the manifest's seal is checked here.
     """
     from vla_runtime.runtime.policy import BundlePolicy, load_policy
 
     if graphs == "inprocess":
         return ServedPolicy(load_policy(bundle_dir, backend=device, threads=threads))
-    if graphs != "triton":
+    if graphs not in GRAPH_PLACES:
         raise ValueError(f"graphs {graphs!r} is not one of {GRAPH_PLACES}")
     from vla_runtime.runtime.backends.base import BackendOptions
     from vla_runtime.runtime.backends.bls import BlsBackend
