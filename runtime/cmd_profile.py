@@ -15,7 +15,7 @@ import numpy as np
 from vla_runtime.common.errors import UserError
 from vla_runtime.runtime.assemble import open_policy
 from vla_runtime.runtime.cmd_run import DEFAULT_TASK, add_timing_args
-from vla_runtime.runtime.manifest import HEADS
+from vla_runtime.runtime.manifest import BUILT_IN_HEADS
 from vla_runtime.runtime.state_input import resting_state
 
 logger = logging.getLogger(__name__)
@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 def register(sub) -> None:
     p = sub.add_parser("profile", help="time every stage of a bundle's inference, no robot needed")
     p.add_argument("--bundle", metavar="DIR", help="bundle directory (default: the embedded tiny bundle)")
-    p.add_argument("--head", choices=HEADS, default=None, help="head of the embedded default bundle")
+    p.add_argument("--head", choices=BUILT_IN_HEADS, default=None, help="head of the embedded default bundle")
     p.add_argument("--task", default=DEFAULT_TASK, help="instruction fed to the tokenizer")
     p.add_argument("--iterations", type=int, default=50, help="measured inferences (default 50)")
     p.add_argument("--warmup", type=int, default=3, help="inferences run first and not measured (default 3)")

@@ -20,7 +20,7 @@ from vla_runtime.runtime.assemble import (
     open_recorder,
     require_record_deps,
 )
-from vla_runtime.runtime.manifest import HEADS, SafetyDefaults
+from vla_runtime.runtime.manifest import BUILT_IN_HEADS, SafetyDefaults
 from vla_runtime.runtime.robot_description import RobotDescription, RobotDescriptionError
 
 logger = logging.getLogger(__name__)
@@ -34,7 +34,8 @@ def register(sub) -> None:
     p.add_argument("--task", help=f"instruction for the policy (default: {DEFAULT_TASK!r}; with --episodes,"
                    " the sim's instructions in turn)")
     p.add_argument("--bundle", metavar="DIR", help="bundle directory (default: the embedded tiny bundle, built once)")
-    p.add_argument("--head", choices=HEADS, default=None, help="head of the embedded default bundle (parallel)")
+    p.add_argument("--head", choices=BUILT_IN_HEADS, default=None,
+                   help="head of the embedded default bundle (parallel)")
     p.add_argument("--policy", choices=("bundle", "scripted"), default="bundle",
                    help="'scripted': a model-free reach-and-grasp reference policy (sim only)")
     add_robot_args(p)

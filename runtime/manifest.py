@@ -59,7 +59,8 @@ from vla_runtime.runtime.seal import SEAL_KEY, SealError, check_seal, make_seal
 SCHEMA_VERSION = 1
 
 
-HEADS = ("tokens", "parallel", "flow", "pi0")
+BUILT_IN_HEADS = ("tokens", "parallel", "flow")  # heads of the embedded reference model (default bundles)
+HEADS = BUILT_IN_HEADS + ("pi0",)  # pi0: LeRobot pi0 / pi0.5 (vla-export build --from-lerobot)
 GRAPH_ROLES = ("resize", "vision", "prefill", "decode", "head", "velocity", "expert")
 OPTIONAL_GRAPHS = ("resize",)  # run first when a bundle has them; older bundles do without
 # Which graphs each head needs, in the order one inference runs them.
