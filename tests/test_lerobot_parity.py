@@ -85,13 +85,14 @@ def _lerobot_python() -> Path:
     return python
 
 
-def test_regenerated_with_lerobot(bundles, tmp_path):
+def test_regenerated_with_lerobot(request, tmp_path):
     """LeRobot builds, saves and runs fresh tiny policies; our export of them matches its chunks.
 
     LeRobot's seeded init is deterministic, so the fresh weights should be the shipped ones: then
     the shipped bundles answer the fresh references; otherwise the fresh folders are exported."""
-    python = _lerobot_python()
+    python = _lerobot_python()  # skips before any bundle is built
     safetensors_numpy = pytest.importorskip("safetensors.numpy", reason="checkpoints are safetensors")
+    bundles = request.getfixturevalue("bundles")
     out = tmp_path / "fresh"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
     done = subprocess.run(
