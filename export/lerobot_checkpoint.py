@@ -135,17 +135,18 @@ def _read_safetensors(path: Path) -> dict:
     return {k: np.asarray(v, dtype=np.float32) if v.dtype.kind == "f" else v for k, v in raw.items()}
 
 
-def _bf16_safe_load(path: Path) -> dict:
-    """model.safetensors may hold bf16 (numpy has no bf16): read through torch, cast to float32."""
-    try:
-        return _read_safetensors(path)
-    except UserError:
-        raise
-    except TypeError:
-        pass
+def _load_weights(path: Path) -> dict:
+    """model.safetensors as float32 numpy arrays; bf16 checkpoints (LeRobot's dtype "bfloat16",
+    which numpy cannot hold) are read through torch and widened."""
     from safetensors.torch import load_file
 
-    return {k: v.float().numpy() for k, v in load_file(str(path)).items()}
+    try:
+        raw = load_file(str(path))
+    except FileNotFoundError:
+        raise UserError(f"{path}: not found; the LeRobot checkpoint is incomplete") from None
+    except Exception as exc:  # safetensors raises its own error types for a bad header
+        raise UserError(f"{path}: not a readable safetensors file ({exc})") from None
+    return {k: (v.float() if v.is_floating_point() else v).numpy() for k, v in raw.items()}
 
 
 def _count(weights: dict, pattern: str) -> int:
@@ -237,7 +238,7 @@ def read_checkpoint(root: str | Path) -> LeRobotCheckpoint:
         raise UserError(
             f"{root / 'config.json'}: use_relative_actions is not supported yet; export an absolute-action policy"
         )
-    weights = _bf16_safe_load(root / "model.safetensors")
+    weights = _load_weights(root / "model.safetensors")
     sizes = read_sizes(weights)
 
     inputs, outputs = config.get("input_features", {}), config.get("output_features", {})

@@ -58,6 +58,22 @@ def test_reads_pre_0_4_statistics_inside_the_model_file(tmp_path):
         np.testing.assert_array_equal(old.action_stats.stats[name], new.action_stats.stats[name])
 
 
+def test_reads_bf16_weights_as_float32(tmp_path):
+    """LeRobot saves dtype "bfloat16" policies in bf16, which numpy cannot hold."""
+    from safetensors.torch import load_file, save_file
+
+    src = FIXTURES / "pi05"
+    for f in src.iterdir():
+        if f.is_file() and f.name != "model.safetensors":
+            shutil.copy(f, tmp_path / f.name)
+    weights = load_file(str(src / "model.safetensors"))
+    save_file({k: v.to(torch.bfloat16) for k, v in weights.items()}, str(tmp_path / "model.safetensors"))
+    ckpt = read_checkpoint(tmp_path)
+    name = "model.action_out_proj.weight"
+    assert ckpt.weights[name].dtype == np.float32
+    np.testing.assert_array_equal(ckpt.weights[name], weights[name].to(torch.bfloat16).float().numpy())
+
+
 def test_refuses_what_it_cannot_export_in_one_line(tmp_path):
     with pytest.raises(UserError, match="not a folder"):
         read_checkpoint(tmp_path / "missing")
