@@ -17,6 +17,10 @@ one of these, so each is written once here and read from the manifest as data:
 - flow (`FlowNoise`, `flow_times`): x ~ N(0, 1) drawn float64 from one numpy generator seeded
   with `decode.noise_seed` and cast to float32; a fresh generator's first draw is what parity's
   reference uses. For k in 0..N-1, t = 1 - k / N and x <- x - v(context, x, t) / N.
+- pi0 / pi0.5 (LeRobot, `runtime/kv_flow.py`): the same Euler grid over the prefix KV cache; the
+  expert's time input is `flow_time_embedding` (sine-cosine over periods 4e-3..4, float64 as
+  LeRobot computes it); pi0.5 writes the normalised state into its prompt as
+  `state_prompt_bins` (256 bins over [-1, 1], np.digitize) after `pi05_task_text`.
 - normalisation (`ActionNormalizer`): model space [-1, 1] <-> physical units by the bundle's
   q01/q99 (OpenVLA) or mean/std statistics; masked dimensions stay in model units.
 - prompt (`prompt_ids`): the manifest's template with `{task}` filled in, encoded without the
