@@ -367,3 +367,34 @@ def test_graph_models_called_through_bls_equal_the_local_policy(tiny_bundle, tmp
     finally:
         local.close()
         server.stop()
+
+
+def test_a_conditioned_parallel_head_carries_the_robots_last_action(tmp_path):
+    """The executed action a conditioned head sees lives on the robot and travels as `past_action`."""
+    pytest.importorskip("torch", reason="building the conditioned bundle needs torch (pip install vla-runtime[export])")
+    import dataclasses
+
+    from vla_runtime.export.build import build_from_source
+    from vla_runtime.export.checkpoint import from_config
+    from vla_runtime.export.presets import preset_config
+    from vla_runtime.runtime.decoders import Decoded, make_decoder
+    from vla_runtime.runtime.policy import load_policy
+    from vla_runtime.runtime.serving import BINS, IDS, NORMALIZED, ServedPolicy, pixels_name
+
+    cfg = dataclasses.replace(preset_config("tiny", "parallel"), condition_on_past_action=True)
+    bundle = build_from_source(from_config(cfg), tmp_path / "bundle", progress=False)
+    local = load_policy(bundle, backend="cpu", threads=1)
+    served = ServedPolicy(load_policy(bundle, backend="cpu", threads=1))  # one server, decoding for this robot
+    robot = make_decoder(local.manifest)
+    assert "past_action" in served.wire.extra_names
+    carried = set()
+    for seed in range(4):
+        image = _image(seed)
+        local.infer(Frame(image, 0.0), TASK)
+        extras = robot.request_extras()
+        carried.add(extras["past_action"].tobytes())
+        request = {pixels_name(v): local.preprocess(image, v).copy() for v in local.views}
+        reply = served.serve({**request, IDS: local.tokenize(TASK), **extras})
+        robot.observe(Decoded(reply[NORMALIZED][0], reply[BINS][0]))
+        np.testing.assert_array_equal(reply[BINS][0], local.last_bins)
+    assert len(carried) > 1  # the carry-over really changed between inferences
