@@ -1,8 +1,8 @@
 """The embedded default: the trained demo policy, exported once into the user's cache.
 
-For the `parallel` head (the default) the bundle is exported from the trained demo checkpoint
+Every head's bundle (`parallel` is the default) is exported from the trained demo checkpoint
 shipped with the exporter, so a first run on the simulator picks up the block the task names.
-Heads without a shipped checkpoint fall back to the tiny random-weight preset (sizes only).
+A head without a shipped checkpoint would fall back to the tiny random-weight preset (sizes only).
 
 Building needs torch, which the runtime never imports, so the exporter runs in a subprocess
 (its progress bar goes straight to the terminal). It writes into a staging folder that is
@@ -26,10 +26,10 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_HEAD = "parallel"  # one graph call per chunk: the quickest first build and the quickest tick
 DEFAULT_PRESET = "tiny"  # random weights, for heads without a trained demo checkpoint
-TRAINED_HEADS = ("parallel",)  # heads whose trained demo checkpoint ships in the package
+TRAINED_HEADS = ("parallel", "tokens", "flow")  # heads whose trained demo checkpoint ships in the package
 # Part of the cache key: bump when the shipped checkpoints change, so an older cached bundle
 # (random weights, or an earlier training) is never picked up again.
-TRAINED_REVISION = "trained-2"
+TRAINED_REVISION = "trained-3"
 
 
 class DefaultBundleError(RuntimeError):

@@ -82,3 +82,27 @@ def test_exported_graphs_choose_the_eager_models_actions_on_sim_scenes(trained, 
             chosen.append(eager.last_bins.tobytes())
     eager.close(), ort.close()
     assert len(set(chosen)) >= len(chosen) // 2, "the trained policy should act differently per scene"
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_the_int8_gate_judges_a_trained_policy_whose_actions_depend_on_the_scene(trained, expert_scenes, head,
+                                                                               tmp_path):
+    """On trained weights the FP32 reference acts differently per frame, so agreement is a real measurement."""
+    from vla_runtime.calibration.pipeline import QuantizeOptions, quantize_bundle
+    from vla_runtime.runtime.episodes.readers import open_source
+    from vla_runtime.runtime.policy import load_policy
+
+    bundle, _ = trained(head)
+    opts = QuantizeOptions(variant="cpu-fast", gate_frames=12, threads=1, progress=False)
+    report = quantize_bundle(bundle, open_source(expert_scenes), tmp_path / "int8", opts)
+    m = report["metrics"]
+    if head == "flow":
+        assert 0.9 < m["flow_cosine_min"] <= 1.0
+    else:
+        assert 0.5 < m["token_agreement"] <= 1.0
+    assert report["worst_graph"] in report["per_graph"] and report["passed"] == (not report["failures"])
+    fp32 = load_policy(bundle, threads=1)
+    actions = {np.round(fp32.infer(Frame(image, 0.0), task).actions, 3).tobytes()
+               for image, task in _observations(expert_scenes, every=12)}
+    fp32.close()
+    assert len(actions) > 1  # different scenes, different actions: agreement cannot be had for free
