@@ -15,13 +15,21 @@ action projections, float-only graphs).
 from __future__ import annotations
 
 import logging
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
-from vla_runtime.calibration.quantize import QdqConfig, QuantizeError, float_nodes, name_nodes, preprocessed
+from vla_runtime.calibration.quantize import (
+    QdqConfig,
+    QuantizeError,
+    data_file,
+    float_nodes,
+    initializer_bytes,
+    name_nodes,
+    preprocessed,
+    save_graph,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -53,36 +61,38 @@ class CpuFastResult:
     quantized: bool  # False: nothing eligible, the float graph was copied
     quantized_nodes: tuple[str, ...]  # original node names whose weights are now integer
     excluded_nodes: tuple[str, ...]  # MatMul/Gemm kept float
+    data_files: tuple[str, ...] = ()  # external-data files written beside the graph (large graphs)
 
 
 def quantize_cpu_fast(src: Path, dst: Path, role: str, cfg: CpuFastConfig, qdq: QdqConfig) -> CpuFastResult:
     """Write the CPU-fast graph of `src` to `dst`; exclusions come from the QDQ config."""
     model = name_nodes(onnx.load(str(src)))
+    external = initializer_bytes(model) > qdq.external_data_bytes
     keep = set(float_nodes(model, role, qdq))
     matmuls = {n.name for n in model.graph.node if n.op_type in ("MatMul", "Gemm")}
     weighted = {n.name for n in model.graph.node if n.name in matmuls and _const_b(model, n)}
     eligible = sorted(weighted - keep)
     if not eligible:
-        shutil.copyfile(src, dst)
-        return CpuFastResult(role, False, (), tuple(sorted(matmuls & keep)))
+        return CpuFastResult(role, False, (), tuple(sorted(matmuls & keep)), save_graph(model, dst, external))
     try:
         if cfg.method == "dynamic":
-            _dynamic(model, dst, sorted(keep), cfg)
+            _dynamic(model, dst, sorted(keep), cfg, external)
         else:
-            _nbits(model, dst, sorted(keep), cfg)
+            _nbits(model, dst, sorted(keep), cfg, external)
     except Exception as exc:  # ORT raises many types; keep the first line
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise QuantizeError(f"graph {role!r}: cpu-fast ({cfg.method}) quantization failed: {first[:200]}") from None
     done = _integer_nodes(onnx.load(str(dst)), eligible)
     logger.info("%s: cpu-fast %s quantized %d of %d weight MatMuls", role, cfg.method, len(done), len(weighted))
-    return CpuFastResult(role, bool(done), tuple(done), tuple(sorted(matmuls & keep)))
+    data = (data_file(dst),) if external else ()
+    return CpuFastResult(role, bool(done), tuple(done), tuple(sorted(matmuls & keep)), data)
 
 
-def _dynamic(model: onnx.ModelProto, dst: Path, exclude: list[str], cfg: CpuFastConfig) -> None:
+def _dynamic(model: onnx.ModelProto, dst: Path, exclude: list[str], cfg: CpuFastConfig, external: bool) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     with tempfile.TemporaryDirectory(prefix="vla-dyn-") as tmp:
-        named = preprocessed(model, Path(tmp), "cpu-fast")
+        named = preprocessed(model, Path(tmp), "cpu-fast", external)
         quantize_dynamic(
             str(named),
             str(dst),
@@ -91,11 +101,12 @@ def _dynamic(model: onnx.ModelProto, dst: Path, exclude: list[str], cfg: CpuFast
             reduce_range=cfg.reduce_range,
             weight_type=QuantType.QInt8,
             nodes_to_exclude=exclude,
+            use_external_data_format=external,
             extra_options={"MatMulConstBOnly": True},
         )
 
 
-def _nbits(model: onnx.ModelProto, dst: Path, exclude: list[str], cfg: CpuFastConfig) -> None:
+def _nbits(model: onnx.ModelProto, dst: Path, exclude: list[str], cfg: CpuFastConfig, external: bool) -> None:
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     quantizer = MatMulNBitsQuantizer(
@@ -108,7 +119,7 @@ def _nbits(model: onnx.ModelProto, dst: Path, exclude: list[str], cfg: CpuFastCo
         op_types_to_quantize=("MatMul",),
     )
     quantizer.process()
-    quantizer.model.save_model_to_file(str(dst), use_external_data_format=False)
+    quantizer.model.save_model_to_file(str(dst), use_external_data_format=external)
 
 
 def _const_b(model: onnx.ModelProto, node: onnx.NodeProto) -> bool:

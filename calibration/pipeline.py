@@ -97,7 +97,7 @@ def quantize_bundle(source_dir: str | Path, calib: CalibSource, out_dir: str | P
             else:
                 res = quantize_cpu_fast(src, dst, role, opts.cpu_fast, opts.qdq)
             if res.quantized:  # a graph with nothing to quantize stays the source's file
-                graphs[role] = NewGraph(dst, dst.name, precision)
+                graphs[role] = NewGraph(dst, dst.name, precision, data_files=res.data_files)
             notes[role] = {"precision": precision if res.quantized else "fp32",
                            "int8_nodes": len(res.quantized_nodes), "float_nodes": len(res.excluded_nodes)}
         write_derived_bundle(source, out, graphs, extra_files=extra, versions=_versions(),

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 from onnx import numpy_helper
+from vla_runtime.runtime.onnx_refs import EXTERNAL_DATA_BYTES
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +82,9 @@ class QdqConfig:
     percentile: float = 99.999  # percent of |x| kept inside the range (percentile method only)
     max_samples: int = 128  # calibration input sets per graph; more costs time, not accuracy past ~100
     batch_outputs: int = 16  # samples whose intermediate tensors are held at once (memory bound)
+    # graphs whose weights exceed this many bytes are read and written with external data
+    # (`<graph>.onnx.data`): protobuf stops at 2 GiB. Lower it to exercise that path on small graphs.
+    external_data_bytes: int = EXTERNAL_DATA_BYTES
 
     def __post_init__(self):
         unknown = [op for op in self.op_types if op not in QUANTIZABLE]
@@ -92,6 +96,8 @@ class QdqConfig:
             raise ValueError("percentile must be in (50, 100]")
         if self.max_samples < 1 or self.batch_outputs < 1:
             raise ValueError("max_samples and batch_outputs must be >= 1")
+        if self.external_data_bytes < 0:
+            raise ValueError("external_data_bytes must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -102,6 +108,27 @@ class QdqResult:
     excluded_nodes: tuple[str, ...]  # eligible nodes kept float, and why is in the config
     samples: int  # calibration input sets used
     per_channel_axes: dict = field(default_factory=dict)  # weight initializer -> channel axis
+    data_files: tuple[str, ...] = ()  # external-data files written beside the graph (large graphs)
+
+
+def initializer_bytes(model: onnx.ModelProto) -> int:
+    """Serialized size of a loaded graph's initializers: what decides external data."""
+    return sum(t.ByteSize() for t in model.graph.initializer)
+
+
+def data_file(path: Path) -> str:
+    """The one external-data file of a graph, beside it: onnxruntime's quantizers name it so too."""
+    return Path(path).name + ".data"
+
+
+def save_graph(model: onnx.ModelProto, path: Path, external: bool) -> tuple[str, ...]:
+    """Write `model` to `path`, its weights to `data_file(path)` when `external`; returns the side files."""
+    if not external:
+        onnx.save(model, str(path))
+        return ()
+    onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+              location=data_file(path), size_threshold=1024)
+    return (data_file(path),)
 
 
 def float_nodes(model: onnx.ModelProto, role: str, cfg: QdqConfig) -> list[str]:
@@ -176,12 +203,14 @@ def quantize_qdq(
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     model = name_nodes(onnx.load(str(src)))
+    external = initializer_bytes(model) > cfg.external_data_bytes
     keep_float = set(float_nodes(model, role, cfg))
     eligible = [n.name for n in model.graph.node if n.op_type in cfg.op_types and n.name not in keep_float]
+    kept = tuple(sorted(keep_float & _of_types(model, cfg.op_types)))
     if not eligible:
-        shutil.copyfile(src, dst)
+        data = save_graph(model, dst, external)
         logger.info("%s: no node to quantize under this config; kept float", role)
-        return QdqResult(role, False, (), tuple(sorted(keep_float & _of_types(model, cfg.op_types))), 0)
+        return QdqResult(role, False, (), kept, 0, data_files=data)
     if not samples:
         raise QuantizeError(f"graph {role!r}: no calibration samples were collected; check --calib")
     extra = {
@@ -198,10 +227,11 @@ def quantize_qdq(
         "QDQOpTypePerChannelSupportToAxis": {"MatMul": -1},  # B's output channels, whatever its rank
     }
     with tempfile.TemporaryDirectory(prefix="vla-qdq-") as tmp:
-        named = preprocessed(model, Path(tmp), role)
+        named = preprocessed(model, Path(tmp), role, external)
+        del model  # the file is the source from here on: keep one copy of the weights in memory
         ranges = Path(tmp) / f"{role}.ranges.json"
         try:
-            calibrate_ranges(named, samples, cfg, ranges)
+            calibrate_ranges(named, samples, cfg, ranges, external)
             quantize_static(
                 str(named),
                 str(dst),
@@ -216,22 +246,26 @@ def quantize_qdq(
                 calibrate_method=_method(cfg.calibration),
                 extra_options=extra,
                 calibration_cache_path=str(ranges),
+                use_external_data_format=external,
             )
         except Exception as exc:  # ORT raises many types; the first line says what broke
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise QuantizeError(f"graph {role!r}: onnxruntime quantization failed: {first[:200]}") from None
         if ranges_out is not None:
             shutil.copyfile(ranges, ranges_out)
-    summary = inspect_qdq(onnx.load(str(dst)))
+    result = onnx.load(str(dst))
+    summary = inspect_qdq(result)
     summary.require_symmetric_int8(role)
     quantized = tuple(sorted(summary.int8_consumers))
-    logger.info("%s: %d nodes int8, %d eligible nodes kept float, %d samples", role, len(quantized),
-                len(keep_float & _of_types(model, cfg.op_types)), len(samples))
-    return QdqResult(role, bool(quantized), quantized, tuple(sorted(keep_float & _of_types(model, cfg.op_types))),
-                     len(samples), dict(summary.weight_axes))
+    logger.info("%s: %d nodes int8, %d eligible nodes kept float, %d samples", role, len(quantized), len(kept),
+                len(samples))
+    data = (data_file(dst),) if external else ()
+    return QdqResult(role, bool(quantized), quantized, kept, len(samples), dict(summary.weight_axes), data)
 
 
-def calibrate_ranges(model_path: Path, samples: Sequence[dict[str, np.ndarray]], cfg: QdqConfig, out: Path) -> None:
+def calibrate_ranges(
+    model_path: Path, samples: Sequence[dict[str, np.ndarray]], cfg: QdqConfig, out: Path, external: bool = False
+) -> None:
     """Run onnxruntime's calibrator and save its ranges in onnxruntime's cache format.
 
     The histogram calibrators (percentile, entropy) stack every sample of a tensor into one
@@ -249,6 +283,7 @@ def calibrate_ranges(model_path: Path, samples: Sequence[dict[str, np.ndarray]],
         list(cfg.op_types),
         augmented_model_path=str(model_path.with_suffix(".augmented.onnx")),
         calibrate_method=_method(cfg.calibration),
+        use_external_data_format=external,
         extra_options=options,
     )
     groups: dict[tuple, list[dict[str, np.ndarray]]] = {}
@@ -260,7 +295,7 @@ def calibrate_ranges(model_path: Path, samples: Sequence[dict[str, np.ndarray]],
     save_tensors_data(calibrator.compute_data(), out)
 
 
-def preprocessed(model: onnx.ModelProto, tmp: Path, role: str) -> Path:
+def preprocessed(model: onnx.ModelProto, tmp: Path, role: str, external: bool = False) -> Path:
     """onnxruntime's recommended pre-pass: symbolic shape inference, no graph rewriting.
 
     Optimization is skipped on purpose: it could fuse nodes into contrib ops TensorRT cannot
@@ -269,9 +304,10 @@ def preprocessed(model: onnx.ModelProto, tmp: Path, role: str) -> Path:
     from onnxruntime.quantization import quant_pre_process
 
     named, out = tmp / f"{role}.named.onnx", tmp / f"{role}.pre.onnx"
-    onnx.save(model, str(named))
+    save_graph(model, named, external)
     try:
-        quant_pre_process(str(named), str(out), skip_optimization=True)
+        quant_pre_process(str(named), str(out), skip_optimization=True, save_as_external_data=external,
+                          all_tensors_to_one_file=True, external_data_location=data_file(out))
         return out
     except Exception as exc:  # shape inference fails on some exporter patterns; quantize anyway
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]

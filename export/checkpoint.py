@@ -46,7 +46,7 @@ def from_config(
     """A seeded random-weight model for any config (presets, or a variant of one)."""
     if (state_norm.dim if state_norm is not None else 0) != cfg.state_dim:
         raise ValueError(f"the model reads {cfg.state_dim} state values; give statistics for exactly those")
-    tok = build_tokenizer(cfg.base_vocab, cfg.bins)
+    tok = build_tokenizer(cfg.base_vocab, cfg.bins, pad=cfg.pad_vocab)
     model = build_model(cfg, tok.get_vocab_size(), action_tokens(tok, cfg.bins), seed=seed)
     return Source(cfg, model, tok, norm or default_norm_stats(), f"preset {cfg.preset}, seed {seed}",
                   state_norm=state_norm)

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from vla_runtime.common.errors import UserError
+from vla_runtime.export.precision import DEFAULT_TOLERANCES, DTYPES
 from vla_runtime.export.presets import HEADS, PRESETS
 
 logger = logging.getLogger(__name__)
@@ -48,6 +49,15 @@ def register(subparsers) -> None:
     p.add_argument("--resize-in-graph", action="store_true",
                    help="the bundle takes the uint8 camera frame and resizes + normalises it in a graph, on the "
                    "accelerator (GPU targets; on a CPU the host path is faster); same as `vla-export resize-graph`")
+    p.add_argument("--dtype", default="fp32", choices=DTYPES,
+                   help="weights precision of the graphs (inputs and outputs stay float32); fp16 graphs compute "
+                   "in half precision with norms, softmax and rotary in fp32; bf16 graphs store bf16 weights and "
+                   "compute in fp32 (onnxruntime's CPU provider has no bf16 kernels)")
+    defaults = ", ".join(f"{d} {t.atol:g}/{t.rtol:g}" for d, t in DEFAULT_TOLERANCES.items())
+    p.add_argument("--atol", type=float, metavar="X",
+                   help=f"parity absolute tolerance per element (default per dtype, atol/rtol: {defaults})")
+    p.add_argument("--rtol", type=float, metavar="X",
+                   help="parity relative tolerance: an element passes if |onnx - torch| <= atol + rtol*|torch|")
     p.set_defaults(func=run)
 
 
@@ -56,6 +66,7 @@ def run(args) -> int:
     from vla_runtime.export.checkpoint import CheckpointError, save_checkpoint
     from vla_runtime.export.onnx_export import ExportError
     from vla_runtime.export.parity import ParityError
+    from vla_runtime.export.precision import Tolerance, building_in, default_tolerance
     from vla_runtime.runtime.cmd_inspect import parity_lines
     from vla_runtime.runtime.manifest import load_manifest
 
@@ -67,6 +78,11 @@ def run(args) -> int:
         return _run_lerobot(args, start)
     if args.head is None:
         raise UserError("--head is required (or build a LeRobot checkpoint with --from-lerobot DIR --tokenizer FILE)")
+    base = default_tolerance(args.dtype)
+    atol = base.atol if args.atol is None else args.atol
+    rtol = base.rtol if args.rtol is None else args.rtol
+    if min(atol, rtol) < 0:
+        raise UserError(f"--atol {atol} / --rtol {rtol}: tolerances must be >= 0")
     if args.demo_checkpoint and args.checkpoint:
         raise UserError("--demo-checkpoint and --checkpoint both name the weights; pass one of them")
     try:
@@ -75,9 +91,11 @@ def run(args) -> int:
 
             args.checkpoint = shipped_checkpoint(args.head)
         if args.views or args.state:
-            source = _preset_with_inputs(args)
+            with building_in(args.dtype):
+                source = _preset_with_inputs(args)
         else:
-            source = load_source(args.head, preset=args.preset, checkpoint=args.checkpoint, seed=args.seed)
+            source = load_source(args.head, preset=args.preset, checkpoint=args.checkpoint, seed=args.seed,
+                                 dtype=args.dtype)
         if args.save_checkpoint:
             saved = save_checkpoint(source, args.save_checkpoint)
             print(f"checkpoint written to {saved}")
@@ -86,15 +104,16 @@ def run(args) -> int:
 
             saved = save_hf_checkpoint(source, args.save_hf_checkpoint)
             print(f"Hugging Face layout checkpoint written to {saved}")
+        build = dict(dtype=args.dtype, tolerance=Tolerance(atol=atol, rtol=rtol), release_model=True)
         if args.resize_in_graph:
-            out = _build_resizing(source, Path(args.out), args.seed, args.force)
+            out = _build_resizing(source, Path(args.out), args.seed, args.force, **build)
         else:
-            out = build_from_source(source, Path(args.out), seed=args.seed, force=args.force)
+            out = build_from_source(source, Path(args.out), seed=args.seed, force=args.force, **build)
     except (BuildError, CheckpointError, ExportError, ParityError, ValueError) as exc:
         raise UserError(str(exc)) from None
     manifest = load_manifest(out)
     m = manifest.model
-    print(f"model: {m['name']} ({m['parameters'] / 1e6:.2f}M parameters, {m['source']})")
+    print(f"model: {m['name']} ({m['parameters'] / 1e6:.2f}M parameters, {m.get('dtype', 'fp32')}, {m['source']})")
     for role, seconds in m.get("export_seconds", {}).items():
         print(f"  exported {role:<9} in {seconds:.1f} s")
     for line in parity_lines(manifest.parity):
@@ -103,7 +122,7 @@ def run(args) -> int:
     return 0
 
 
-def _build_resizing(source, out: Path, seed: int, force: bool) -> Path:
+def _build_resizing(source, out: Path, seed: int, force: bool, **build) -> Path:
     """Build beside `out`, then write `out` with the resize graph added (both verified)."""
     import shutil
 
@@ -115,7 +134,7 @@ def _build_resizing(source, out: Path, seed: int, force: bool) -> Path:
     check_destination(out, force, error=BuildError)  # refuse before the export, not after it
     host = out.with_name(f".{out.name}.host-preprocess")
     try:
-        build_from_source(source, host, seed=seed, force=True)
+        build_from_source(source, host, seed=seed, force=True, **build)
         return add_resize_graph(host, out, force=force)
     finally:
         shutil.rmtree(host, ignore_errors=True)

@@ -43,6 +43,7 @@ def _source_for(manifest, checkpoint: str | None):
 def run(args) -> int:
     from vla_runtime.export.checkpoint import CheckpointError
     from vla_runtime.export.parity import ParityError, parity_failure, parity_images, run_parity
+    from vla_runtime.export.precision import cast_parameters
     from vla_runtime.runtime.bundle import BundleError, open_bundle
     from vla_runtime.runtime.cmd_inspect import gate_lines, parity_lines
     from vla_runtime.runtime.policy import load_policy
@@ -58,7 +59,7 @@ def run(args) -> int:
     if any(g.format != "onnx" for g in manifest.graphs.values()):
         print("graphs: TensorRT engines run only on their target GPU; load them there with `vla-runtime`")
         return 0
-    if any(g.precision != "fp32" for g in manifest.graphs.values()):
+    if any(g.precision not in ("fp32", "fp16", "bf16") for g in manifest.graphs.values()):
         for line in gate_lines(manifest.gate):
             print(line)
         source = None  # quantized graphs are judged by the accuracy gate, not by fp32 parity
@@ -78,7 +79,8 @@ def run(args) -> int:
         return 0
     seed = int(manifest.model.get("seed", 0))
     try:
-        report = run_parity(source.reference_model(), bundle.root, manifest, seed=seed, progress=True)
+        reference = cast_parameters(source.reference_model(), manifest.model.get("dtype", "fp32"))  # as exported
+        report = run_parity(reference, bundle.root, manifest, seed=seed, progress=True)
     except ParityError as exc:
         raise UserError(str(exc)) from None
     for line in parity_lines(report):

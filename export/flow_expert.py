@@ -87,7 +87,7 @@ class FlowExpert(nn.Module):
         state: torch.Tensor | None = None,
     ) -> torch.Tensor:
         a = self.action_in(noisy_actions)  # [B, H, W]
-        t = timestep_embedding(timestep, self.width)[:, None, :].expand_as(a)  # [B, H, W]
+        t = timestep_embedding(timestep, self.width).to(a.dtype)[:, None, :].expand_as(a)  # [B, H, W] angles in fp32
         x = self.time_mlp(torch.cat([a, t], dim=-1)) + self.step_embed  # [B, H, W]
         if self.state_in is not None:
             x = x + self.state_in(state)[:, None, :]  # [B, H, W]

@@ -23,6 +23,16 @@ logger = logging.getLogger(__name__)
 POSITION_OFFSET = 1
 
 
+def _weights_dtype(model: nn.Module) -> torch.dtype:
+    return next(model.parameters()).dtype
+
+
+def _float32(*tensors: torch.Tensor):
+    """Graph outputs leave in float32 whatever the export dtype: the runtime's one float type."""
+    out = tuple(t.float() for t in tensors)
+    return out if len(out) > 1 else out[0]
+
+
 def _visible_mask(q_len: torch.Tensor | int, kv_len: torch.Tensor | int, like: torch.Tensor) -> torch.Tensor:
     """An additive mask of zeros: every query sees every key (prefix-LM prefix, or decode over the past)."""
     return torch.zeros((1, 1, q_len, kv_len), dtype=like.dtype, device=like.device)  # [1, 1, Q, K]
@@ -36,7 +46,7 @@ class VisionGraph(nn.Module):
         self.model = model
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.model.image_embeds(pixel_values)  # [1, N, E]
+        return _float32(self.model.image_embeds(pixel_values.to(_weights_dtype(self.model))))  # [1, N, E]
 
 
 class PrefillGraph(nn.Module):
@@ -50,7 +60,7 @@ class PrefillGraph(nn.Module):
     def forward(self, image_embeds: torch.Tensor, input_ids: torch.Tensor):
         lm = self.model.language_model
         text = lm.embed_tokens(input_ids)  # [1, T, E] (Gemma scales by sqrt(E) inside)
-        embeds = torch.cat([image_embeds, text], dim=1)  # [1, L=N+T, E]
+        embeds = torch.cat([image_embeds.to(text.dtype), text], dim=1)  # [1, L=N+T, E]
         length = embeds.shape[1]
         positions = torch.arange(length, device=embeds.device)[None] + POSITION_OFFSET  # [1, L]
         cache = DynamicCache() if self.head == "tokens" else None
@@ -63,12 +73,12 @@ class PrefillGraph(nn.Module):
         )
         hidden = out.last_hidden_state  # [1, L, E]
         if self.head == "flow":
-            return hidden
+            return _float32(hidden)
         if self.head == "parallel":
-            return self.model.pool(hidden, None)  # [1, E]
+            return _float32(self.model.pool(hidden, None))  # [1, E]
         logits = self.model.action_slice(self.model.vlm.lm_head(hidden[:, -1]))  # [1, 256]
         flat = [t for layer in cache.layers for t in (layer.keys, layer.values)]  # 2*layers x [1,KV,L,Dh]
-        return (logits, *flat)
+        return _float32(logits, *flat)
 
 
 class DecodeGraph(nn.Module):
@@ -81,6 +91,7 @@ class DecodeGraph(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, *past: torch.Tensor):
         lm = self.model.language_model
+        past = tuple(p.to(_weights_dtype(self.model)) for p in past)  # the cache travels in float32
         cache = DynamicCache(ddp_cache_data=[(past[2 * i], past[2 * i + 1]) for i in range(self.layers)])
         embeds = lm.embed_tokens(input_ids)  # [1, 1, E]
         kv_len = past[0].shape[2] + 1
@@ -93,7 +104,7 @@ class DecodeGraph(nn.Module):
         )
         logits = self.model.action_slice(self.model.vlm.lm_head(out.last_hidden_state[:, -1]))  # [1, 256]
         flat = [t for layer in cache.layers for t in (layer.keys, layer.values)]  # [1, KV, P+1, Dh] each
-        return (logits, *flat)
+        return _float32(logits, *flat)
 
 
 class HeadGraph(nn.Module):
@@ -106,9 +117,12 @@ class HeadGraph(nn.Module):
     def forward(
         self, pooled: torch.Tensor, past_action: torch.Tensor | None = None, state: torch.Tensor | None = None
     ) -> torch.Tensor:
+        dtype = _weights_dtype(self.model)
+        pooled = pooled.to(dtype)
         if past_action is not None:
             pooled = self.model.condition(pooled, past_action)  # [1, E]
-        return self.model.head_logits(self.model.add_state(pooled, state))  # [1, H, D, 256]
+        state = None if state is None else state.to(dtype)
+        return _float32(self.model.head_logits(self.model.add_state(pooled, state)))  # [1, H, D, 256]
 
 
 class StateHeadGraph(HeadGraph):
@@ -132,4 +146,7 @@ class VelocityGraph(nn.Module):
         timestep: torch.Tensor,
         state: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        return self.expert(context, noisy_actions, timestep, state)  # [1, H, D]
+        dtype = _weights_dtype(self.expert)
+        state = None if state is None else state.to(dtype)
+        velocity = self.expert(context.to(dtype), noisy_actions.to(dtype), timestep.to(dtype), state)  # [1, H, D]
+        return _float32(velocity)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from vla_runtime.export.model import count_parameters
 from vla_runtime.export.onnx_export import OPSET, GraphInfo
+from vla_runtime.export.precision import dtype_name
 from vla_runtime.export.source import Source
 from vla_runtime.export.tokenizer import BOS
 from vla_runtime.runtime.bundle import hash_tree
@@ -78,13 +79,14 @@ def tool_versions() -> dict:
     return versions
 
 
-def _graph_spec(info: GraphInfo) -> GraphSpec:
+def _graph_spec(info: GraphInfo, precision: str) -> GraphSpec:
     def tensors(infos):
         return tuple(TensorSpec(t.name, t.dtype, tuple(t.shape)) for t in infos)
 
     return GraphSpec(
         role=info.role,
         file=info.file,
+        precision=precision,  # the weights' dtype; graph inputs and outputs stay float32
         inputs=tensors(info.inputs),
         outputs=tensors(info.outputs),
         data_files=info.data_files,
@@ -95,6 +97,7 @@ def build_manifest(source: Source, graphs: list[GraphInfo], bundle_dir: Path, se
     """A validated Manifest for the files now in `bundle_dir` (hashes taken here)."""
     cfg, norm, tok = source.cfg, source.norm, source.tokenizer
     pg = source.model.vlm.config
+    dtype = dtype_name(source.model)
     action = ActionSpace(
         dim=cfg.action_dim,
         horizon=cfg.horizon,
@@ -126,6 +129,7 @@ def build_manifest(source: Source, graphs: list[GraphInfo], bundle_dir: Path, se
         "source": source.origin,
         "seed": seed,
         "parameters": count_parameters(source.model),
+        "dtype": dtype,  # export precision of every graph's weights (fp32 | fp16 | bf16)
         "vocab_size": source.model.vocab_size,
         "image_tokens": cfg.prefix_image_tokens,
         "hidden_size": cfg.text_hidden,
@@ -135,7 +139,7 @@ def build_manifest(source: Source, graphs: list[GraphInfo], bundle_dir: Path, se
     return Manifest(
         schema_version=SCHEMA_VERSION,
         model=model_info,
-        graphs={g.role: _graph_spec(g) for g in graphs},
+        graphs={g.role: _graph_spec(g, dtype) for g in graphs},
         preprocess=siglip_preprocess(pg.vision_config.image_size, cfg.views),
         prompt=Prompt(
             template=source.prompt_template,

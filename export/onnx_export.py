@@ -24,10 +24,11 @@ from vla_runtime.export.graphs import (
     VisionGraph,
 )
 from vla_runtime.export.model import ReferenceVLA
+from vla_runtime.export.precision import dtype_name, upcast_compute
+from vla_runtime.runtime.onnx_refs import EXTERNAL_DATA_BYTES
 
 logger = logging.getLogger(__name__)
 
-EXTERNAL_DATA_BYTES = 3 << 29  # 1.5 GiB of weights
 OPSET = 18  # TensorRT 10.x parses opsets 9-20; 18 is the exporter's native opset
 _EXAMPLE_PROMPT = 5  # T while tracing: any length >= 2 keeps the axis symbolic
 _EXAMPLE_PAST = 7  # P while tracing the decode graph
@@ -139,10 +140,14 @@ def check_graph(path: Path) -> onnx.ModelProto:
     return model
 
 
-def needs_external_data(model: torch.nn.Module) -> bool:
-    """Weights beyond ~1.5 GiB go to a side file: one protobuf cannot exceed 2 GiB."""
-    nbytes = sum(p.numel() * p.element_size() for p in {id(p): p for p in model.parameters()}.values())
-    return nbytes > EXTERNAL_DATA_BYTES
+def weight_bytes(model: torch.nn.Module) -> int:
+    """Bytes of the unique parameters (tied embeddings once) in their stored dtype."""
+    return sum(p.numel() * p.element_size() for p in {id(p): p for p in model.parameters()}.values())
+
+
+def needs_external_data(model: torch.nn.Module, threshold: int = EXTERNAL_DATA_BYTES) -> bool:
+    """Weights beyond `threshold` (~1.5 GiB) go to a side file: one protobuf cannot exceed 2 GiB."""
+    return weight_bytes(model) > threshold
 
 
 def export_graph(role: str, entry, out_dir: Path, external_data: bool = False) -> GraphInfo:
@@ -171,6 +176,8 @@ def export_graph(role: str, entry, out_dir: Path, external_data: bool = False) -
             )
         except Exception as exc:  # the exporter raises many types; keep the first line
             raise ExportError(f"{role}: torch.onnx.export failed: {str(exc).splitlines()[0]}") from exc
+    if dtype_name(wrapper) == "bf16":  # onnxruntime's CPU provider has no bfloat16 kernels: compute in fp32
+        upcast_compute(path, "bf16")
     model = check_graph(path)
     got_in = [i.name for i in model.graph.input]
     got_out = [o.name for o in model.graph.output]

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 logger = logging.getLogger(__name__)
 
 HEADS = ("tokens", "parallel", "flow")
-PRESETS = ("tiny", "demo", "small")
+PRESETS = ("tiny", "demo", "small", "paligemma-3b")
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,9 @@ class VLAConfig:
     expert_layers: int = 2  # flow velocity network blocks
     expert_heads: int = 2  # attention heads in the velocity network
     flow_steps: int = 10  # Euler steps from noise (t=1) to actions (t=0)
+    # fill the vocabulary with never-produced `<unused_i>` ids up to base_vocab: a real-size
+    # embedding (Gemma's 257k rows) although the built-in corpus trains only a few hundred BPE ids
+    pad_vocab: bool = False
     # --- inputs ---
     views: tuple[str, ...] = ("front",)  # camera views, in prefix order; each adds num_image_tokens
     state_dim: int = 0  # S: measured state values the head reads (joints + gripper); 0 reads none
@@ -93,7 +96,7 @@ class VLAConfig:
 
 
 # Chunk length per head and preset: the tokens head always predicts one step.
-_HORIZON = {"tiny": 4, "demo": 4, "small": 8}
+_HORIZON = {"tiny": 4, "demo": 4, "small": 8, "paligemma-3b": 8}
 
 _SMALL = dict(
     image_size=224,
@@ -116,6 +119,32 @@ _SMALL = dict(
 )
 
 
+# The real PaliGemma-3B (paligemma-3b-pt-224) shape: SigLIP So400m/14 at 224 px (256 image tokens)
+# and Gemma-2B (18 layers, width 2048, multi-query attention, head_dim 256, 257,216 ids); every
+# other hyper-parameter (rope_theta 10000, RMSNorm/LayerNorm eps 1e-6, tanh GELU) is the
+# transformers default, which is PaliGemma's. Random weights: a scale proof, not a policy.
+_PALIGEMMA_3B = dict(
+    image_size=224,
+    patch_size=14,  # 16 x 16 = 256 image tokens
+    vision_hidden=1152,
+    vision_layers=27,
+    vision_heads=16,
+    vision_mlp=4304,
+    text_hidden=2048,
+    text_layers=18,
+    text_heads=8,
+    text_kv_heads=1,
+    head_dim=256,
+    text_mlp=16384,
+    base_vocab=257216 - 256,  # Gemma's vocabulary: the last 256 ids are the action bins
+    pad_vocab=True,
+    head_hidden=1024,
+    expert_width=512,
+    expert_layers=4,
+    expert_heads=8,
+)
+
+
 # Trainable on two CPU cores in minutes, yet with enough pixels to see a 4 cm block at 64 x 64.
 _DEMO = dict(
     image_size=64,
@@ -135,7 +164,7 @@ def preset_config(preset: str, head: str) -> VLAConfig:
         raise ValueError(f"preset {preset!r} is not one of {PRESETS}")
     if head not in HEADS:
         raise ValueError(f"head {head!r} is not one of {HEADS}")
-    sizes = {"small": _SMALL, "demo": _DEMO}.get(preset, {})
+    sizes = {"small": _SMALL, "demo": _DEMO, "paligemma-3b": _PALIGEMMA_3B}.get(preset, {})
     horizon = 1 if head == "tokens" else _HORIZON[preset]
     # the trained demo's parallel head sees the last executed action (the gripper state, the motion so far)
     conditioned = preset == "demo" and head == "parallel"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
+import json
 import logging
 from pathlib import Path
 
@@ -56,8 +57,8 @@ def action_token(bin_index: int) -> str:
     return f"<act_{bin_index}>"
 
 
-def build_tokenizer(base_vocab: int, bins: int = 256) -> Tokenizer:
-    """Train BPE to at most `base_vocab` ids, then append `bins` action tokens as the last ids."""
+def build_tokenizer(base_vocab: int, bins: int = 256, pad: bool = False) -> Tokenizer:
+    """Train BPE to at most `base_vocab` ids (exactly, with `pad`), then append `bins` action tokens as the last ids."""
     tok = Tokenizer(models.BPE(unk_token=UNK))
     tok.normalizer = normalizers.Lowercase()
     tok.pre_tokenizer = pre_tokenizers.Metaspace()
@@ -69,12 +70,22 @@ def build_tokenizer(base_vocab: int, bins: int = 256) -> Tokenizer:
         show_progress=False,
     )
     tok.train_from_iterator(instruction_corpus(), trainer=trainer)
+    if pad:
+        tok = _padded(tok, base_vocab)
     trained = tok.get_vocab_size()
     tok.add_special_tokens([action_token(j) for j in range(bins)])
     assert tok.token_to_id(action_token(0)) == trained, "action ids must follow the trained vocabulary"
     assert tok.get_vocab_size() == trained + bins
     logger.debug("tokenizer: %d trained ids + %d action ids", trained, bins)
     return tok
+
+
+def _padded(tok: Tokenizer, size: int) -> Tokenizer:
+    """The same BPE with `<unused_i>` vocabulary entries (never produced by a merge) up to `size` ids."""
+    doc = json.loads(tok.to_str())
+    vocab = doc["model"]["vocab"]
+    vocab.update({f"<unused_{i}>": i for i in range(len(vocab), size)})
+    return Tokenizer.from_str(json.dumps(doc))
 
 
 def action_tokens(tok: Tokenizer, bins: int = 256) -> ActionTokens:

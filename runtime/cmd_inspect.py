@@ -45,9 +45,13 @@ def parity_lines(parity: dict) -> list[str]:
         return ["parity: not recorded"]
     lines = [f"parity: {'PASSED' if parity.get('passed') else 'FAILED'}  (runner: {parity.get('runner', '?')})"]
     tol = parity.get("graph_tolerance", float("nan"))
+    rel = parity.get("tolerance", {}).get("rtol")
+    bound = f"tol {tol:.0e}" if rel is None else f"atol {tol:.0e} + rtol {rel:.0e} x |ref|"
+    if parity.get("dtype"):
+        lines[0] += f"  dtype {parity['dtype']}"
     for role, g in parity.get("graphs", {}).items():
         mark = "ok" if g.get("passed") else "FAIL"
-        lines.append(f"  {role:<9} max abs err {g.get('max_abs_err', float('nan')):.2e}  (tol {tol:.0e})  {mark}")
+        lines.append(f"  {role:<9} max abs err {g.get('max_abs_err', float('nan')):.2e}  ({bound})  {mark}")
     resize = parity.get("resize")  # vla-export resize-graph: the graph against PIL, in uint8 levels
     if resize:
         lines.append(f"  resize    max {resize.get('max_levels', float('nan')):.2f} / mean "
@@ -55,8 +59,10 @@ def parity_lines(parity: dict) -> list[str]:
     act = parity.get("action", {})
     if "bins_total" in act:
         verdict = "identical" if act.get("identical_bins") else "DIFFERENT"
+        tie = act.get("bins_within_tolerance")
+        ties = "" if tie is None or act.get("identical_bins") else f" ({tie} within tolerance of the best)"
         lines.append(
-            f"  actions   {act['bins_matched']}/{act['bins_total']} bins {verdict} "
+            f"  actions   {act['bins_matched']}/{act['bins_total']} bins {verdict}{ties} "
             f"over {act.get('observations', '?')} observations"
         )
     elif act:

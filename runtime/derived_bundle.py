@@ -33,6 +33,7 @@ class NewGraph:
     precision: str  # manifest precision: fp32 | fp16 | int8 | int8-cpu
     format: str = "onnx"  # onnx | tensorrt
     spec: GraphSpec | None = None  # inputs and outputs of a role the source bundle does not have yet
+    data_files: tuple[str, ...] = ()  # external-data files beside `file`, kept beside it in the bundle
 
 
 def check_destination(out: Path, force: bool) -> None:
@@ -67,8 +68,11 @@ def write_derived_bundle(
             base = manifest.graphs.get(role) or new.spec
             if base is None:
                 raise PackError(f"graph {role!r} is new to this bundle; its NewGraph needs a spec")
+            data = tuple(str(Path(new.rel).parent / name) for name in new.data_files)  # the graph names them
+            for name, rel in zip(new.data_files, data, strict=True):
+                _copy(new.file.parent / name, staging / rel)
             specs[role] = dataclasses.replace(
-                base, file=new.rel, precision=new.precision, format=new.format, data_files=()
+                base, file=new.rel, precision=new.precision, format=new.format, data_files=data
             )
         for rel, path in (extra_files or {}).items():
             _copy(path, staging / rel)

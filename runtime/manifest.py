@@ -77,7 +77,7 @@ def run_roles(manifest: Manifest) -> tuple[str, ...]:
     return tuple(r for r in OPTIONAL_GRAPHS if r in manifest.graphs) + HEAD_GRAPHS[manifest.head]
 
 
-PRECISIONS = ("fp32", "fp16", "int8", "int8-cpu")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int8-cpu")
 GRAPH_FORMATS = ("onnx", "tensorrt")
 DTYPES = ("float32", "float16", "int64", "int32", "bool", "uint8")
 

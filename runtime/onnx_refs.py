@@ -20,6 +20,9 @@ import mmap
 from pathlib import Path
 
 MAX_DEPTH = 64  # nested subgraphs (If/Loop bodies); deeper is refused rather than recursed
+# Graphs whose weights exceed this many bytes are written with external data: one protobuf
+# cannot exceed 2 GiB, and graph structure plus weights must stay under it with margin.
+EXTERNAL_DATA_BYTES = 3 << 29  # 1.5 GiB
 
 
 class OnnxRefError(ValueError):
