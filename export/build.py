@@ -30,6 +30,7 @@ from vla_runtime.export.precision import (
 from vla_runtime.runtime.bundle import check_destination, staged_directory
 from vla_runtime.runtime.health import record_sample
 from vla_runtime.runtime.manifest import save_manifest
+from vla_runtime.runtime.onnx_refs import EXTERNAL_DATA_BYTES
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +64,7 @@ def build_from_source(
     dtype: str = "fp32",
     parity_observations: int = 3,
     release_model: bool = False,
+    external_data_bytes: int = EXTERNAL_DATA_BYTES,
 ) -> Path:
     """Export, verify and install a bundle for an already loaded model; returns the bundle path.
 
@@ -78,7 +80,7 @@ def build_from_source(
     cast_parameters(source.model, dtype)
     with staged_directory(out) as staging:
         plan = graph_plan(source.model)
-        external = needs_external_data(source.model)
+        external = needs_external_data(source.model, external_data_bytes)
         infos = []
         bar = tqdm(list(plan), desc="export", unit="graph", disable=not progress)
         for role in bar:

@@ -134,6 +134,24 @@ def test_parity_fails_a_bundle_whose_weights_were_rounded_further(tmp_path):
     assert report["passed"] is False and "exceeds atol 2e-02 + rtol 2e-02" in parity_failure(report)
 
 
+@pytest.mark.parametrize("dtype", ["fp16", "bf16"])
+def test_external_data_build_passes_parity_and_loads(tmp_path, dtype):
+    """The > 1.5 GiB path (weights streamed to `<graph>.onnx.data`) on a tiny model, threshold lowered."""
+    source = _one_layer("flow")
+    bundle = build_from_source(source, tmp_path / "b", progress=False, dtype=dtype, external_data_bytes=0,
+                               release_model=True)
+    manifest = load_manifest(bundle)
+    assert manifest.parity["passed"]
+    for spec in manifest.graphs.values():
+        assert spec.data_files == (f"{spec.file}.data",)
+        model = onnx.load(str(bundle / spec.file), load_external_data=False)
+        assert any(t.data_location == TensorProto.EXTERNAL for t in model.graph.initializer)
+    assert all(p.numel() == 0 for p in source.model.parameters())  # the PyTorch weights were freed
+    with load_policy(bundle, backend="cpu") as policy:
+        chunk = policy.infer(Frame(image=np.zeros((48, 64, 3), np.uint8), t_capture=0.0), "open it")
+    assert np.all(np.isfinite(chunk.actions))
+
+
 def test_upcast_keeps_external_weights_in_place(tmp_path):
     """The bf16 rewrite touches only the graph: a >2 GiB graph's data file is reused, not loaded."""
     ones = np.full(64 * 64, 0x3F80, dtype=np.uint16).tobytes()  # 1.0 in bfloat16
