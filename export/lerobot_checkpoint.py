@@ -124,20 +124,8 @@ def _read_json(path: Path) -> dict:
 
 
 def _read_safetensors(path: Path) -> dict:
-    from safetensors.numpy import load_file
-
-    try:
-        raw = load_file(str(path))
-    except FileNotFoundError:
-        raise UserError(f"{path}: not found; the LeRobot checkpoint is incomplete") from None
-    except Exception as exc:  # safetensors raises its own error types for a bad header
-        raise UserError(f"{path}: not a readable safetensors file ({exc})") from None
-    return {k: np.asarray(v, dtype=np.float32) if v.dtype.kind == "f" else v for k, v in raw.items()}
-
-
-def _load_weights(path: Path) -> dict:
-    """model.safetensors as float32 numpy arrays; bf16 checkpoints (LeRobot's dtype "bfloat16",
-    which numpy cannot hold) are read through torch and widened."""
+    """A safetensors file as numpy arrays, floats as float32; bf16 (LeRobot's dtype "bfloat16",
+    which numpy cannot hold) is read through torch and widened."""
     from safetensors.torch import load_file
 
     try:
@@ -238,7 +226,7 @@ def read_checkpoint(root: str | Path) -> LeRobotCheckpoint:
         raise UserError(
             f"{root / 'config.json'}: use_relative_actions is not supported yet; export an absolute-action policy"
         )
-    weights = _load_weights(root / "model.safetensors")
+    weights = _read_safetensors(root / "model.safetensors")
     sizes = read_sizes(weights)
 
     inputs, outputs = config.get("input_features", {}), config.get("output_features", {})

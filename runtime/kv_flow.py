@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tokenizers import Tokenizer
 from vla_runtime.runtime.conventions import (
     FlowNoise,
     flow_time_embedding,
@@ -36,6 +35,7 @@ from vla_runtime.runtime.conventions import (
 )
 from vla_runtime.runtime.decoders import Decoded, Decoder, RunGraph, _require
 from vla_runtime.runtime.manifest import Manifest, ManifestError
+from vla_runtime.runtime.tokenizer import load_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -47,12 +47,7 @@ class Pi0Prompt:
 
     def __init__(self, manifest: Manifest, tokenizer_path: str | Path):
         self.prompt, self.state_in_prompt = manifest.prompt, manifest.decode.state_in_prompt
-        try:
-            self._tok = Tokenizer.from_file(str(tokenizer_path))
-        except Exception as exc:  # tokenizers raises its own Exception subclass for bad JSON
-            raise ValueError(
-                f"{tokenizer_path}: not a readable `tokenizers` JSON file ({exc}); rebuild the bundle"
-            ) from None
+        self._tok = load_tokenizer(tokenizer_path)
         n = manifest.prompt.max_tokens
         self._ids = np.zeros((1, n), dtype=np.int64)  # [1, T]
         self._mask = np.zeros((1, n), dtype=np.int64)  # [1, T]

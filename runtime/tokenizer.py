@@ -21,17 +21,20 @@ logger = logging.getLogger(__name__)
 _CACHE_LIMIT = 64  # distinct task strings remembered (an operator may switch tasks)
 
 
+def load_tokenizer(path: str | Path) -> Tokenizer:
+    """A bundle's `tokenizers` JSON file, or a ValueError naming it and the fix."""
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as exc:  # tokenizers raises its own Exception subclass for bad JSON
+        raise ValueError(f"{path}: not a readable `tokenizers` JSON file ({exc}); rebuild the bundle") from None
+
+
 class PromptTokenizer:
     """Renders the manifest's prompt template and encodes it to input_ids int64 [1, T]."""
 
     def __init__(self, prompt: Prompt, tokenizer_path: str | Path):
         self.prompt = prompt
-        try:
-            self._tok = Tokenizer.from_file(str(tokenizer_path))
-        except Exception as exc:  # tokenizers raises its own Exception subclass for bad JSON
-            raise ValueError(
-                f"{tokenizer_path}: not a readable `tokenizers` JSON file ({exc}); rebuild the bundle"
-            ) from None
+        self._tok = load_tokenizer(tokenizer_path)
         self._cache: dict[str, np.ndarray] = {}
 
     def __call__(self, task: str) -> np.ndarray:
