@@ -27,22 +27,27 @@ def _peak_gb() -> float:
 
 
 def write_graph(path: Path, width: int) -> int:
+    """The float graph with its weight written straight to the data file (one protobuf cannot hold it)."""
     import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import TensorProto, helper
+    from onnx.external_data_helper import set_external_data
     from vla_runtime.calibration.quantize import data_file
 
     rng = np.random.default_rng(0)
-    weight = rng.standard_normal((width, width), dtype=np.float32) * 0.01  # [K, N]
-    init = numpy_helper.from_array(weight, "w")
-    del weight
+    with open(path.parent / data_file(path), "wb") as f:
+        for _ in range(width):  # row by row: never the whole float32 matrix in memory
+            (rng.standard_normal(width, dtype=np.float32) * 0.01).tofile(f)  # one row of [K, N]
+    init = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[width, width], raw_data=b"")
+    set_external_data(init, location=data_file(path), offset=0, length=width * width * 4)
+    init.data_location = TensorProto.EXTERNAL
+    init.ClearField("raw_data")
     graph = helper.make_graph(
         [helper.make_node("MatMul", ["x", "w"], ["hidden_states"], name="fc")], "big",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, width])],
         [helper.make_tensor_value_info("hidden_states", TensorProto.FLOAT, [1, width])], [init],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    onnx.save(model, str(path), save_as_external_data=True, location=data_file(path), size_threshold=1024)
-    return init.ByteSize()
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    return width * width * 4
 
 
 def main(argv=None) -> int:

@@ -24,7 +24,7 @@ from vla_runtime.export.graphs import (
     VisionGraph,
 )
 from vla_runtime.export.model import ReferenceVLA
-from vla_runtime.export.precision import dtype_name, upcast_compute
+from vla_runtime.export.precision import dtype_name, softmax_in_float32, upcast_compute
 from vla_runtime.runtime.onnx_refs import EXTERNAL_DATA_BYTES
 
 logger = logging.getLogger(__name__)
@@ -176,8 +176,11 @@ def export_graph(role: str, entry, out_dir: Path, external_data: bool = False) -
             )
         except Exception as exc:  # the exporter raises many types; keep the first line
             raise ExportError(f"{role}: torch.onnx.export failed: {str(exc).splitlines()[0]}") from exc
-    if dtype_name(wrapper) == "bf16":  # onnxruntime's CPU provider has no bfloat16 kernels: compute in fp32
+    dtype = dtype_name(wrapper)
+    if dtype == "bf16":  # onnxruntime's CPU provider has no bfloat16 kernels: compute in fp32
         upcast_compute(path, "bf16")
+    elif dtype == "fp16":
+        softmax_in_float32(path)
     model = check_graph(path)
     got_in = [i.name for i in model.graph.input]
     got_out = [o.name for o in model.graph.output]

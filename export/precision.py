@@ -169,6 +169,36 @@ def _upcast(value):
     return value
 
 
+def softmax_in_float32(path: Path) -> int:
+    """Wrap every float16 Softmax of a graph file in Casts so it runs in float32; returns how many.
+
+    transformers asks for a float32 softmax (`softmax(..., dtype=float32).to(fp16)`), but the
+    exporter's optimizer folds that Cast pair away; attention probabilities over hundreds of
+    keys need the float32 exponent sums back. Weights (external data included) are not touched.
+    """
+    model = onnx.load(str(path), load_external_data=False)
+    typed = onnx.shape_inference.infer_shapes(model)
+    types = {v.name: v.type.tensor_type.elem_type for v in [*typed.graph.value_info, *typed.graph.input]}
+    nodes, wrapped = [], 0
+    for node in model.graph.node:
+        if node.op_type != "Softmax" or types.get(node.input[0]) != TensorProto.FLOAT16:
+            nodes.append(node)
+            continue
+        x, y = node.input[0], node.output[0]
+        node.input[0], node.output[0] = f"{x}__float32_in", f"{y}__float32_out"
+        nodes.append(onnx.helper.make_node("Cast", [x], [node.input[0]], name=f"{node.name}_to_f32",
+                                           to=TensorProto.FLOAT))
+        nodes.append(node)
+        nodes.append(onnx.helper.make_node("Cast", [node.output[0]], [y], name=f"{node.name}_to_f16",
+                                           to=TensorProto.FLOAT16))
+        wrapped += 1
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    onnx.save(model, str(path))  # external initializers keep their location: the data file is reused
+    logger.info("%s: %d float16 softmax nodes now run in float32", path.name, wrapped)
+    return wrapped
+
+
 def upcast_compute(path: Path, dtype: str) -> int:
     """Rewrite a half-precision graph file to compute in float32 with its weights kept in `dtype`.
 

@@ -80,7 +80,7 @@ def test_graph_files_store_half_weights_with_float32_edges(small_bundles, dtype)
         assert all(s.dtype != "float16" for s in (*spec.inputs, *spec.outputs))
         typed = onnx.shape_inference.infer_shapes(model)
         computed = {v.name: v.type.tensor_type.elem_type for v in typed.graph.value_info}
-        matmul_types = {computed.get(n.output[0]) for n in model.graph.node if n.op_type == "MatMul"}
+        matmul_types = {computed.get(n.output[0]) for n in model.graph.node if n.op_type in ("MatMul", "Gemm")}
         if dtype == "fp16":
             assert TensorProto.FLOAT16 in matmul_types, role  # a real half-precision graph for GPUs
             softmax = {computed.get(n.output[0]) for n in model.graph.node if n.op_type == "Softmax"}
