@@ -67,8 +67,6 @@ def run(args) -> int:
     from vla_runtime.export.onnx_export import ExportError
     from vla_runtime.export.parity import ParityError
     from vla_runtime.export.precision import Tolerance, building_in, default_tolerance
-    from vla_runtime.runtime.cmd_inspect import parity_lines
-    from vla_runtime.runtime.manifest import load_manifest
 
     start = time.perf_counter()
     if args.from_lerobot:
@@ -111,6 +109,14 @@ def run(args) -> int:
             out = build_from_source(source, Path(args.out), seed=args.seed, force=args.force, **build)
     except (BuildError, CheckpointError, ExportError, ParityError, ValueError) as exc:
         raise UserError(str(exc)) from None
+    return _report(out, start)
+
+
+def _report(out: Path, start: float) -> int:
+    """The build's closing summary: what was exported, how long each graph took, and its parity."""
+    from vla_runtime.runtime.cmd_inspect import parity_lines
+    from vla_runtime.runtime.manifest import load_manifest
+
     manifest = load_manifest(out)
     m = manifest.model
     print(f"model: {m['name']} ({m['parameters'] / 1e6:.2f}M parameters, {m.get('dtype', 'fp32')}, {m['source']})")
@@ -166,8 +172,6 @@ def _preset_with_inputs(args):
 def _run_lerobot(args, start: float) -> int:
     from vla_runtime.export.lerobot_build import build_from_lerobot
     from vla_runtime.export.onnx_export import ExportError
-    from vla_runtime.runtime.cmd_inspect import parity_lines
-    from vla_runtime.runtime.manifest import load_manifest
 
     if not args.tokenizer:
         raise UserError("--from-lerobot needs --tokenizer FILE: LeRobot checkpoints name their tokenizer but do not "
@@ -180,12 +184,4 @@ def _run_lerobot(args, start: float) -> int:
                                  state_names=names)
     except ExportError as exc:
         raise UserError(str(exc)) from None
-    manifest = load_manifest(out)
-    m = manifest.model
-    print(f"model: {m['name']} ({m['parameters'] / 1e6:.2f}M parameters, {m['source']})")
-    for role, seconds in m.get("export_seconds", {}).items():
-        print(f"  exported {role:<9} in {seconds:.1f} s")
-    for line in parity_lines(manifest.parity):
-        print(line)
-    print(f"bundle: {out}  ({time.perf_counter() - start:.1f} s)")
-    return 0
+    return _report(Path(out), start)

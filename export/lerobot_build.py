@@ -20,7 +20,7 @@ from tokenizers import Tokenizer
 from vla_runtime.common.errors import UserError
 from vla_runtime.export.lerobot_checkpoint import FeatureStats, LeRobotCheckpoint, read_checkpoint
 from vla_runtime.export.lerobot_pi0 import build_pi0
-from vla_runtime.export.manifest_writer import TOKENIZER_NAME, _graph_spec, tool_versions
+from vla_runtime.export.manifest_writer import TOKENIZER_NAME, graph_spec_of, tool_versions
 from vla_runtime.export.onnx_export import export_graph
 from vla_runtime.runtime.bundle import check_destination, hash_tree, staged_directory
 from vla_runtime.runtime.conventions import flow_time_embedding, flow_times
@@ -99,7 +99,7 @@ def _manifest(ckpt: LeRobotCheckpoint, tok: Tokenizer, infos, staging: Path, see
             "lerobot_type": ckpt.kind, "tokenizer_name": ckpt.tokenizer_name,
             "export_seconds": {g.role: g.seconds for g in infos},
         },
-        graphs={g.role: _graph_spec(g) for g in infos},
+        graphs={g.role: graph_spec_of(g, "fp32") for g in infos},
         preprocess=Preprocess(image_size=ckpt.image_size, rescale_factor=1 / 255, image_mean=(0.5, 0.5, 0.5),
                               image_std=(0.5, 0.5, 0.5), resample="bilinear", camera_views=ckpt.cameras),
         prompt=Prompt(template=PROMPTS[ckpt.kind], tokenizer_file=TOKENIZER_NAME,

@@ -79,7 +79,7 @@ def tool_versions() -> dict:
     return versions
 
 
-def _graph_spec(info: GraphInfo, precision: str) -> GraphSpec:
+def graph_spec_of(info: GraphInfo, precision: str) -> GraphSpec:
     def tensors(infos):
         return tuple(TensorSpec(t.name, t.dtype, tuple(t.shape)) for t in infos)
 
@@ -139,7 +139,7 @@ def build_manifest(source: Source, graphs: list[GraphInfo], bundle_dir: Path, se
     return Manifest(
         schema_version=SCHEMA_VERSION,
         model=model_info,
-        graphs={g.role: _graph_spec(g, dtype) for g in graphs},
+        graphs={g.role: graph_spec_of(g, dtype) for g in graphs},
         preprocess=siglip_preprocess(pg.vision_config.image_size, cfg.views),
         prompt=Prompt(
             template=source.prompt_template,
