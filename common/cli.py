@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Callable, Mapping
 from types import ModuleType
 
@@ -78,6 +80,7 @@ def register_subcommands(sub, subcommands: Mapping[str, str], hint: str = "") ->
 def dispatch(parser: argparse.ArgumentParser, argv: list[str]) -> int:
     """Parse, configure logging and run the chosen handler; user mistakes become one line."""
     args = parser.parse_args(argv)
+    _stop_on_interrupt()
     level = logging.DEBUG if args.verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -87,3 +90,14 @@ def dispatch(parser: argparse.ArgumentParser, argv: list[str]) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _stop_on_interrupt() -> None:
+    """Ctrl-C / `kill -INT` must stop every command, even one started in the background.
+
+    A non-interactive shell starts `cmd &` with SIGINT ignored, and Python then never installs
+    its KeyboardInterrupt handler: a simulated device, a recorder or a server started from a
+    script would ignore the stop signal and have to be killed, skipping its clean shutdown.
+    """
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -106,3 +106,21 @@ def test_sim_device_command_prints_where_to_connect_and_stops_on_ctrl_c(capsys):
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=10)
     assert proc.returncode == 0, err
+
+
+def test_sim_device_started_in_the_background_still_stops_on_ctrl_c():
+    """`sim-device &` from a script inherits SIGINT ignored; the command must still stop on it."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vla_runtime.runtime.cli", "sim-device", "dynamixel", "--ids", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),  # what `cmd &` does
+    )
+    try:
+        assert "on /dev/" in proc.stdout.readline()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=10)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
