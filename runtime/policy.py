@@ -151,16 +151,14 @@ class BundlePolicy(Policy):
         self._state_vector = self.state_vector(state)  # [1, S] or None
         if len(frames) == 1:
             pixels = self._pixels(0, frames[0].image, times, "preprocess")  # [1, 3, S, S]
+            pixels_of = lambda i: pixels  # noqa: E731
+        else:
+            pixels_of = lambda i: self._pixels(i, frames[i].image, times, f"preprocess[{self.views[i]}]")  # noqa: E731
         t1 = time.perf_counter()
         input_ids = self._tokenize(task)  # [1, T]
         times["tokenize"] = time.perf_counter() - t1
 
-        if len(frames) == 1:
-            embeds = self._run("vision", {"pixel_values": pixels}, ("image_embeds",))["image_embeds"]  # [1, N, E]
-            tokens = self._runners["vision"].describe(embeds)[1][1]
-        else:
-            embeds = self._view_embeds(frames, times)  # [1, V*N, E] host
-            tokens = embeds.shape[1]
+        embeds, tokens = self._embed(pixels_of, len(frames))
         decoded = self._decode_prefix(embeds, tokens, input_ids)
         t3 = time.perf_counter()
         actions = self._unnormalize(decoded.normalized)  # float64 [H, D]
@@ -182,13 +180,7 @@ class BundlePolicy(Policy):
         """
         self._times = {}
         self._state_vector = state_vector  # [1, S] or None
-        if len(pixels) == 1:
-            embeds = self._run("vision", {"pixel_values": pixels[0]}, ("image_embeds",))["image_embeds"]  # [1, N, E]
-            tokens = self._runners["vision"].describe(embeds)[1][1]
-        else:  # each view's embeddings, concatenated in view order
-            parts = [self._run("vision", {"pixel_values": p})["image_embeds"].copy() for p in pixels]  # [1, N, E]
-            embeds = np.concatenate(parts, axis=1)  # [1, V*N, E]
-            tokens = embeds.shape[1]  # V*N
+        embeds, tokens = self._embed(pixels.__getitem__, len(pixels))
         return self._decode_prefix(embeds, tokens, input_ids, extras)
 
     def _decode_prefix(self, embeds: Any, tokens: int, input_ids: np.ndarray,
@@ -207,13 +199,20 @@ class BundlePolicy(Policy):
         self.last_normalized, self.last_bins = decoded.normalized, decoded.bins
         return decoded
 
-    def _view_embeds(self, frames, times: dict[str, float]) -> np.ndarray:
-        """Each view through its preprocessor and the vision graph; embeddings concatenated in view order."""
-        parts = []
-        for i, (view, f) in enumerate(zip(self.views, frames, strict=True)):
-            pixels = self._pixels(i, f.image, times, f"preprocess[{view}]")  # [1, 3, S_v, S_v]
-            parts.append(self._run("vision", {"pixel_values": pixels})["image_embeds"].copy())  # [1, N, E] own copy
-        return np.concatenate(parts, axis=1)  # [1, V*N, E]
+    def _embed(self, pixels_of: Callable[[int], Any], views: int) -> tuple[Any, int]:
+        """The vision graph on every view -> (image_embeds, image tokens).
+
+        One view's embeddings stay resident on the backend; several are copied to the host as
+        each view finishes (the next run may reuse the output buffer) and joined in view order.
+        Each view's pixels are made just before its vision run, for the same reason.
+        """
+        if views == 1:
+            embeds = self._run("vision", {"pixel_values": pixels_of(0)}, ("image_embeds",))["image_embeds"]  # [1, N, E]
+            return embeds, self._runners["vision"].describe(embeds)[1][1]
+        parts = [self._run("vision", {"pixel_values": pixels_of(i)})["image_embeds"].copy()  # [1, N, E] own copy
+                 for i in range(views)]
+        embeds = np.concatenate(parts, axis=1)  # [1, V*N, E]
+        return embeds, embeds.shape[1]
 
     def _pixels(self, view: int, image: np.ndarray, times: dict[str, float], stage: str) -> Any:
         """pixel_values [1, 3, S, S] of one view: host OpenCV, or the bundle's resize graph.
