@@ -7,6 +7,7 @@ hf_checkpoint.py; the project's own layout (what `save_checkpoint` writes) is re
   model.safetensors  the ReferenceVLA state dict (backbone under "vlm.", heads under "action_head."/"expert.")
   tokenizer.json     a `tokenizers` file; when it names `<act_j>` tokens they must be the action ids
   norm_stats.json    action normalisation statistics (see norm_stats.py)
+  state_stats.json   the measured state's names, units and statistics, when the model reads the state
 
 The backbone is built from the whole transformers config as written, so the config is the
 single source of truth for the architecture and every hyper-parameter; the "vla_runtime" entry
@@ -26,7 +27,13 @@ from transformers import PaliGemmaConfig
 from vla_runtime.export.hf_checkpoint import is_hf_checkpoint, load_hf_checkpoint
 from vla_runtime.export.hf_weights import WeightFiles, WeightsError, load_into
 from vla_runtime.export.model import backbone_sizes, build_model, count_parameters
-from vla_runtime.export.norm_stats import NormStats, default_norm_stats, load_norm_stats, save_norm_stats
+from vla_runtime.export.norm_stats import (
+    STATE_STATS_FILE,
+    NormStats,
+    default_norm_stats,
+    load_norm_stats,
+    save_norm_stats,
+)
 from vla_runtime.export.presets import VLAConfig, preset_config
 from vla_runtime.export.source import CheckpointError, Source
 from vla_runtime.export.tokenizer import action_tokens, build_tokenizer, has_action_tokens
@@ -66,6 +73,8 @@ def save_checkpoint(source: Source, directory: str | Path) -> Path:
     save_model(source.model, str(out / WEIGHTS_FILE))
     source.tokenizer.save(str(out / TOKENIZER_FILE))
     save_norm_stats(source.norm, out)
+    if source.state_norm is not None:
+        save_norm_stats(source.state_norm, out, STATE_STATS_FILE)
     logger.info("saved checkpoint (%d parameters) to %s", count_parameters(source.model), out)
     return out
 
@@ -113,10 +122,14 @@ def load_checkpoint(directory: str | Path, head: str | None = None, seed: int = 
         # our tokenizers name the action ids <act_j>; without them the ids are the last `bins` (RT-2)
         tokens = action_tokens(tok, cfg.bins) if has_action_tokens(tok) else ActionTokens.last_ids(vocab, cfg.bins)
         norm = load_norm_stats(root)
+        state_norm = load_norm_stats(root, STATE_STATS_FILE) if cfg.state_dim else None
     except ValueError as exc:
         raise CheckpointError(f"{root}: {exc}") from None
     if norm.dim != cfg.action_dim:
         raise CheckpointError(f"{root}: norm_stats.json has {norm.dim} dims but the model predicts {cfg.action_dim}")
+    if state_norm is not None and state_norm.dim != cfg.state_dim:
+        raise CheckpointError(f"{root}: {STATE_STATS_FILE} has {state_norm.dim} values but the model reads "
+                              f"{cfg.state_dim}; save the statistics the model was trained with")
     model = build_model(cfg, vocab, tokens, seed=seed, backbone=backbone)
     try:
         load_into(model, WeightFiles(root), config_name=CONFIG_FILE)
@@ -124,5 +137,5 @@ def load_checkpoint(directory: str | Path, head: str | None = None, seed: int = 
         raise CheckpointError(str(exc)) from None
     model.eval()
     logger.info("loaded checkpoint %s: %s head, %d parameters", root, cfg.head, count_parameters(model))
-    return Source(cfg, model, tok, norm, f"checkpoint {root.name}")
+    return Source(cfg, model, tok, norm, f"checkpoint {root.name}", state_norm=state_norm)
 

@@ -44,12 +44,17 @@ def register(sub) -> None:
                    help="observations the expert labelled (`vla-export dagger`); repeatable, added to --data")
     p.add_argument("--init", metavar="CKPT", help="continue from this checkpoint (its weights and action statistics)"
                    " instead of the preset's seeded random weights")
+    p.add_argument("--state", metavar="ROBOT",
+                   help="the model also reads the measured joints and gripper of this robot (built-in name such as "
+                        "'sim', or a robot TOML); their range is measured on the demonstrations")
+    p.add_argument("--pooling", choices=("mean", "attention"), default="mean",
+                   help="parallel head: mean of the prefix, or learned queries attending over it (default mean)")
     p.add_argument("--force", action="store_true", help="overwrite an existing checkpoint directory")
     p.set_defaults(func=cmd_train)
 
 
 def cmd_train(args) -> int:
-    from vla_runtime.export.checkpoint import CheckpointError, from_preset, load_checkpoint, save_checkpoint
+    from vla_runtime.export.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
     from vla_runtime.export.train import TrainConfig, train
     from vla_runtime.export.train_data import TrainDataError, load_demonstrations, load_relabelled, merge
 
@@ -62,15 +67,17 @@ def cmd_train(args) -> int:
     except ValueError as exc:
         raise UserError(str(exc)) from None
     try:
-        source = load_checkpoint(args.init, head=args.head) if args.init else from_preset(args.preset, args.head,
-                                                                                          seed=args.seed)
+        source = load_checkpoint(args.init, head=args.head) if args.init else _fresh_model(args)
     except CheckpointError as exc:
         raise UserError(f"--init: {exc}") from None
+    if args.init and (args.state or args.pooling != "mean"):
+        raise UserError("--state / --pooling shape a fresh model; with --init the checkpoint's own config holds them")
     m = source.cfg
     try:
         data = load_demonstrations(args.data, source.tokenizer, m.image_size, m.horizon, m.bins, args.max_episodes,
-                                   norm=source.norm if args.init else None)
-        extra = [load_relabelled(f, source.tokenizer, data.norm, m.image_size, m.horizon, m.bins)
+                                   norm=source.norm if args.init else None, state=source.state_norm,
+                                   measure_state=not args.init)
+        extra = [load_relabelled(f, source.tokenizer, data.norm, m.image_size, m.horizon, m.bins, data.state_norm)
                  for f in args.relabelled]
     except TrainDataError as exc:
         raise UserError(str(exc)) from None
@@ -80,7 +87,8 @@ def cmd_train(args) -> int:
     print(f"data: {len(set(data.episode.tolist()))} episodes, {len(data)} frames, "
           f"{len(data.tasks)} instructions from {args.data}", flush=True)
     result = train(source.model, data, cfg)
-    trained = dataclasses.replace(source, norm=data.norm, origin=f"trained {args.preset}/{args.head}, seed {args.seed}")
+    trained = dataclasses.replace(source, norm=data.norm, state_norm=data.state_norm,
+                                  origin=f"trained {args.preset}/{args.head}, seed {args.seed}")
     save_checkpoint(trained, out)
     log = {
         "command": "vla-export " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
@@ -89,6 +97,8 @@ def cmd_train(args) -> int:
         "config": dataclasses.asdict(cfg),
         "init": args.init,
         "relabelled": list(args.relabelled),
+        "state": args.state,
+        "pooling": source.cfg.pooling,
         "data": {"path": str(args.data), "episodes": len(set(data.episode.tolist())), "frames": len(data),
                  "tasks": list(data.tasks)},
         "seconds": round(result.seconds, 1),
@@ -102,6 +112,29 @@ def cmd_train(args) -> int:
           f"{log['final_loss']:.3f}" + (f", validation {result.val_losses[-1][1]:.3f}" if result.val_losses else ""))
     print(f"checkpoint: {out}" + (f" (loss curve {plot})" if plot else ""))
     return 0
+
+
+def _fresh_model(args):
+    """The preset's seeded random weights, reading the --state robot's joints and gripper when asked."""
+    from vla_runtime.export.checkpoint import from_config
+    from vla_runtime.export.presets import preset_config
+
+    try:
+        cfg = dataclasses.replace(preset_config(args.preset, args.head), pooling=args.pooling)
+    except ValueError as exc:
+        raise UserError(f"--pooling {args.pooling}: {exc}") from None
+    if not args.state:
+        return from_config(cfg, seed=args.seed)
+    from vla_runtime.export.state_stats import robot_state_stats
+    from vla_runtime.runtime.robot_description import RobotDescriptionError
+
+    if args.head == "tokens":
+        raise UserError("--state: the tokens head reads no robot state; use --head parallel or flow")
+    try:
+        layout = robot_state_stats(args.state)  # names and units; the range is measured on the data
+    except RobotDescriptionError as exc:
+        raise UserError(f"--state {args.state}: {exc}") from None
+    return from_config(dataclasses.replace(cfg, state_dim=layout.dim), seed=args.seed, state_norm=layout)
 
 
 def save_loss_plot(losses: list[float], val: list[tuple[int, float]], path: Path, title: str) -> Path | None:

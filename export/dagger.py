@@ -14,6 +14,7 @@ On disk one `.npz` (no pickle) per collection round:
   labels   float32 [N, H, D]   the expert's chunk for that observation, physical units
   past     int64 [N, D]        the bins the learner's head was conditioned on (its own last step)
   episode  int64 [N]           episode index within the file
+  states   float32 [N, J+1]    the measured joints then the gripper opening (models that read the state)
   image_size, bins             int: the learner's input size and bin count (checked on load)
 """
 
@@ -42,6 +43,7 @@ class RelabelledSamples:
     labels: list[np.ndarray] = field(default_factory=list)
     past: list[np.ndarray] = field(default_factory=list)
     episode: list[int] = field(default_factory=list)
+    states: list[np.ndarray] = field(default_factory=list)
 
     def save(self, path: str | Path) -> Path:
         if not self.images:
@@ -52,6 +54,7 @@ class RelabelledSamples:
             path, images=np.stack(self.images), tasks=np.asarray(self.tasks, dtype=np.str_),
             labels=np.stack(self.labels).astype(np.float32), past=np.stack(self.past).astype(np.int64),
             episode=np.asarray(self.episode, dtype=np.int64), image_size=self.image_size, bins=self.bins,
+            states=np.stack(self.states).astype(np.float32),
         )
         return path
 
@@ -78,6 +81,7 @@ class RelabelPolicy(Policy):
         s.labels.append(label.actions.astype(np.float32))
         s.past.append(self._past.copy())
         s.episode.append(self.episode)
+        s.states.append(np.r_[np.asarray(state.joint_positions, dtype=np.float32), np.float32(state.gripper)])
         if self._conditioned and self.learner.last_bins is not None:
             self._past = np.asarray(self.learner.last_bins[self._carry_row], dtype=np.int64)  # what the head saw next
         self.stage_times = getattr(self.learner, "stage_times", {})

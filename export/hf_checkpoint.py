@@ -238,8 +238,8 @@ def save_hf_checkpoint(source: Source, directory: str | Path, max_shard_size: st
     checkpoint to tools that expect the Hugging Face layout, and to try the layout end to end.
     """
     cfg, model = source.cfg, source.model
-    if cfg.views != ("front",) or cfg.state_dim:
-        raise CheckpointError("the Hugging Face layout carries one camera and no robot state; "
+    if cfg.views != ("front",) or cfg.state_dim or cfg.pooling != "mean":
+        raise CheckpointError("the Hugging Face layout carries one camera, no robot state and a mean-pooled head; "
                               "save this model with --save-checkpoint instead")
     out = Path(directory).expanduser()
     out.mkdir(parents=True, exist_ok=True)

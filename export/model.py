@@ -85,6 +85,31 @@ def backbone_sizes(backbone: PaliGemmaConfig) -> dict:
     )
 
 
+class AttentionPool(nn.Module):
+    """hidden [B, L, E] -> [B, E]: one learned query per head attends over the prefix, plus its mean.
+
+    A mean over 64 image tokens dilutes the few patches a 4 cm block covers; a query that has
+    learnt to look for them keeps where they are. The mean stays as a residual, so the pool starts
+    out as the mean pool it replaces.
+    """
+
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        self.heads, self.dh = heads, width // heads
+        self.query = nn.Parameter(torch.randn(1, heads, 1, self.dh) * 0.02)  # [1, nh, 1, dh]
+        self.norm = nn.LayerNorm(width)
+        self.kv = nn.Linear(width, 2 * width)
+        self.out = nn.Linear(width, width)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        b, n, w = hidden.shape
+        k, v = self.kv(self.norm(hidden)).reshape(b, n, 2, self.heads, self.dh).permute(2, 0, 3, 1, 4)  # [B,nh,L,dh]
+        weights = torch.softmax(self.query @ k.transpose(-1, -2) * self.dh**-0.5, dim=-1)  # [B, nh, 1, L]
+        return hidden.mean(dim=1) + self.out((weights @ v).reshape(b, w))  # [B, E]
+
+
 class ReferenceVLA(nn.Module):
     """PaliGemma backbone + the head named by `cfg.head`.
 
@@ -113,6 +138,7 @@ class ReferenceVLA(nn.Module):
         self.vlm = vlm
         self.action_head: nn.Module | None = None
         self.expert: FlowExpert | None = None
+        self.pooler = AttentionPool(cfg.text_hidden, cfg.pool_heads) if cfg.pooling == "attention" else None
         if cfg.head == "parallel":
             out = cfg.horizon * cfg.action_dim * cfg.bins
             self.action_head = nn.Sequential(
@@ -137,8 +163,8 @@ class ReferenceVLA(nn.Module):
         return self.vlm.model.get_image_features(pixel_values).pooler_output  # [B, N, E]
 
     def pool(self, hidden: torch.Tensor, past_action: torch.Tensor | None) -> torch.Tensor:
-        """Mean over the prefix; past bins enter through their action-token embeddings."""
-        pooled = hidden.mean(dim=1)  # [B, E]
+        """Mean (or attention pool) over the prefix; past bins enter through their action-token embeddings."""
+        pooled = hidden.mean(dim=1) if self.pooler is None else self.pooler(hidden)  # [B, E]
         if self.cfg.condition_on_past_action and past_action is not None:
             pooled = self.condition(pooled, past_action)
         return pooled

@@ -19,6 +19,7 @@ from vla_runtime.runtime.joint_contract import EE_DELTA_NAMES, EE_DELTA_UNITS
 logger = logging.getLogger(__name__)
 
 NORM_STATS_FILE = "norm_stats.json"
+STATE_STATS_FILE = "state_stats.json"  # a checkpoint whose model reads the measured state: its statistics
 
 
 @dataclass(frozen=True)
@@ -102,17 +103,18 @@ def stats_from_actions(
     )
 
 
-def save_norm_stats(stats: NormStats, directory: Path) -> Path:
-    path = Path(directory) / NORM_STATS_FILE
+def save_norm_stats(stats: NormStats, directory: Path, name: str = NORM_STATS_FILE) -> Path:
+    path = Path(directory) / name
     path.write_text(json.dumps(stats.to_json(), indent=2) + "\n")
     return path
 
 
-def load_norm_stats(directory: Path) -> NormStats:
-    path = Path(directory) / NORM_STATS_FILE
+def load_norm_stats(directory: Path, name: str = NORM_STATS_FILE) -> NormStats:
+    path = Path(directory) / name
+    what = "action" if name == NORM_STATS_FILE else "measured-state"
     try:
         return NormStats.from_json(json.loads(path.read_text()))
     except FileNotFoundError:
-        raise ValueError(f"{path}: missing; a checkpoint carries its action statistics in {NORM_STATS_FILE}") from None
+        raise ValueError(f"{path}: missing; a checkpoint carries its {what} statistics in {name}") from None
     except (json.JSONDecodeError, TypeError, ValueError) as exc:
         raise ValueError(f"{path}: {exc}") from None

@@ -43,6 +43,10 @@ class VLAConfig:
     bins: int = 256  # discrete bins per dimension over [-1, 1]
     head_hidden: int = 64  # parallel head MLP width
     condition_on_past_action: bool = False  # parallel head also sees the previous action's bins
+    # how the parallel head summarises the prefix: "mean" of its hidden states, or "attention":
+    # learned queries attend over it (a block's few patches are not averaged away among 64)
+    pooling: str = "mean"
+    pool_heads: int = 4  # attention pooling: queries (one per head) over the prefix
     expert_width: int = 32  # flow velocity network width
     expert_layers: int = 2  # flow velocity network blocks
     expert_heads: int = 2  # attention heads in the velocity network
@@ -72,6 +76,10 @@ class VLAConfig:
             raise ValueError(f"views must name 1..8 distinct camera views, got {list(self.views)}")
         if not (0 <= self.state_dim <= 64):
             raise ValueError(f"state_dim must be 0..64, got {self.state_dim}")
+        if self.pooling not in ("mean", "attention"):
+            raise ValueError(f"pooling {self.pooling!r} is not 'mean' or 'attention'")
+        if self.pooling == "attention" and (self.head != "parallel" or self.text_hidden % self.pool_heads):
+            raise ValueError("attention pooling is for the parallel head, with text_hidden divisible by pool_heads")
         if self.state_dim and self.head == "tokens":
             raise ValueError("the tokens head reads no robot state; use the parallel or flow head with a state")
 

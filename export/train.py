@@ -84,13 +84,17 @@ class DemoTensors:
         self.bins = torch.from_numpy(discretize(data.targets, bins))  # [N, H, D]
         self.past = torch.from_numpy(data.past)  # [N, D]
         self.weight = torch.from_numpy(data.weights())  # [N, D] 0 where a target says nothing
+        self.state = torch.from_numpy(data.states) if data.states is not None else None  # [N, S] normalised
 
     def batch(self, idx: np.ndarray) -> dict[str, torch.Tensor]:
         i = torch.from_numpy(idx)
         pixels = self.images[i].permute(0, 3, 1, 2).float() * self.scale + self.shift  # [B, 3, S, S]
         prompt = torch.from_numpy(np.stack([self.prompts[k] for k in idx]))  # [B, T]
-        return {"pixels": pixels, "prompt": prompt, "targets": self.targets[i], "bins": self.bins[i],
-                "past": self.past[i], "weight": self.weight[i]}
+        batch = {"pixels": pixels, "prompt": prompt, "targets": self.targets[i], "bins": self.bins[i],
+                 "past": self.past[i], "weight": self.weight[i]}
+        if self.state is not None:
+            batch["state"] = self.state[i]  # [B, S]
+        return batch
 
 
 def soft_targets(bins: torch.Tensor, n: int, sigma: float) -> torch.Tensor:
@@ -107,7 +111,8 @@ def head_loss(model: ReferenceVLA, batch: dict[str, torch.Tensor], sigma: float,
     cfg = model.cfg
     if cfg.head == "parallel":
         hidden = model.prefix_hidden(batch["pixels"], batch["prompt"])  # [B, N+T, E]
-        logits = model.head_logits(model.pool(hidden, batch["past"]))  # [B, H, D, 256]
+        pooled = model.add_state(model.pool(hidden, batch["past"]), batch.get("state"))  # [B, E]
+        logits = model.head_logits(pooled)  # [B, H, D, 256]
         target = soft_targets(batch["bins"], cfg.bins, sigma)  # [B, H, D, 256]
         return _weighted(-(target * F.log_softmax(logits, dim=-1)).sum(-1), batch["weight"][:, None, :])
     if cfg.head == "tokens":
@@ -122,7 +127,7 @@ def head_loss(model: ReferenceVLA, batch: dict[str, torch.Tensor], sigma: float,
     noise = torch.randn(actions.shape, generator=gen)
     t = torch.rand(actions.shape[0], generator=gen)  # [B]
     x_t = t[:, None, None] * noise + (1 - t[:, None, None]) * actions
-    error = (model.expert(context, x_t, t) - (noise - actions)) ** 2  # [B, H, D]
+    error = (model.expert(context, x_t, t, batch.get("state")) - (noise - actions)) ** 2  # [B, H, D]
     return _weighted(error, batch["weight"][:, None, :])
 
 
@@ -147,6 +152,9 @@ def train(model: ReferenceVLA, data: Demonstrations, cfg: TrainConfig, progress:
     torch.set_num_threads(cfg.threads)
     rng = np.random.default_rng(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
+    if bool(model.cfg.state_dim) != (data.states is not None):
+        raise ValueError(f"the model reads {model.cfg.state_dim} state values but the demonstrations carry "
+                         f"{0 if data.states is None else data.states.shape[1]}")
     tensors = DemoTensors(data, model.cfg.image_size, model.cfg.bins)
     lengths = np.array([len(p) for p in data.prompts])
     train_idx, val_idx = split_episodes(data.episode, cfg.val_fraction, rng)

@@ -11,6 +11,7 @@ One sample is one tick t of one episode:
   prompt    int64 [T]        BOS + prompt template ids for the episode's instruction
   target    float32 [H, D]   normalised actions t .. t+H-1 (the last action repeats past the end)
   past      int64 [D]        bins of the action executed at t-1 (zeros at t = 0, as the runtime starts)
+  state     float32 [S]      measured joints + gripper at t, normalised (models that read the state)
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ class Demonstrations:
     # float32 [N, D]: 1 where the target supervises the dimension, 0 where it says nothing (the
     # scripted expert never commands rotation, so its relabelled chunks leave those dims to the data)
     dim_weight: np.ndarray | None = None
+    states: np.ndarray | None = None  # float32 [N, S] normalised measured state, for models that read it
+    state_norm: NormStats | None = None  # the statistics `states` was normalised with
 
     def weights(self) -> np.ndarray:
         return self.dim_weight if self.dim_weight is not None else np.ones(self.past.shape, dtype=np.float32)
@@ -63,11 +66,14 @@ def task_prompts(tokenizer, tasks) -> dict[str, np.ndarray]:
 
 
 def load_demonstrations(path: str | Path, tokenizer, image_size: int, horizon: int, bins: int,
-                        max_episodes: int | None = None, norm: NormStats | None = None) -> Demonstrations:
+                        max_episodes: int | None = None, norm: NormStats | None = None,
+                        state: NormStats | None = None, measure_state: bool = True) -> Demonstrations:
     """Read every episode under `path` into training tensors (one pass, frames resized once).
 
     `norm` (a checkpoint's statistics, when training continues from it) keeps its bins; without
-    it the statistics are measured on these demonstrations.
+    it the statistics are measured on these demonstrations. `state` names the measured state a
+    model reads (joints then gripper, e.g. from the robot file); its range is measured on the
+    data too unless `measure_state` is False (continuing from a checkpoint keeps its range).
     """
     try:
         source = open_source(path)
@@ -75,7 +81,7 @@ def load_demonstrations(path: str | Path, tokenizer, image_size: int, horizon: i
         raise TrainDataError(str(exc)) from None
     lengths = source.episode_lengths()[:max_episodes]
     pre = Preprocessor(siglip_preprocess(image_size))
-    images, actions, prompts, episode, starts = [], [], [], [], []
+    images, actions, prompts, episode, starts, states = [], [], [], [], [], []
     cache: dict[str, np.ndarray] = {}
     for e, n in enumerate(lengths):
         starts.append(len(actions))
@@ -83,6 +89,8 @@ def load_demonstrations(path: str | Path, tokenizer, image_size: int, horizon: i
             f = source.frame(e, i)
             if f.action is None:
                 raise TrainDataError(f"{path}: episode {e} frame {i} has no recorded action; record with --record")
+            if state is not None:
+                states.append(_state_row(f, state.dim, path, e, i))
             images.append(pre.resize(f.image).copy())  # uint8 [S, S, 3]
             actions.append(f.action)
             if f.task not in cache:
@@ -101,6 +109,12 @@ def load_demonstrations(path: str | Path, tokenizer, image_size: int, horizon: i
     past = discretize(normalized[np.maximum(index - 1, 0)], bins)  # [N, D]
     past[np.asarray(starts)] = 0  # first tick of an episode: the runtime's decoder starts from zeros
     logger.info("demonstrations: %d episodes, %d frames, %d instructions", len(lengths), len(raw), len(cache))
+    state_norm, normal_states = None, None
+    if state is not None:
+        measured = np.stack(states).astype(np.float64)  # [N, S] physical units
+        state_norm = (stats_from_actions(measured, state.names, state.units, space="joint_position")
+                      if measure_state else state)
+        normal_states = ActionNormalizer(state_norm, state_norm.dim).normalize(measured).astype(np.float32)
     return Demonstrations(
         images=np.stack(images),
         prompts=prompts,
@@ -109,12 +123,27 @@ def load_demonstrations(path: str | Path, tokenizer, image_size: int, horizon: i
         episode=ep,
         norm=norm,
         tasks=tuple(sorted(cache)),
+        states=normal_states,
+        state_norm=state_norm,
     )
 
 
+def _state_row(frame, dim: int, path, episode: int, index: int) -> np.ndarray:
+    """The frame's measured state [S]; one clear line when the recording has none or another size."""
+    if frame.state is None:
+        raise TrainDataError(f"{path}: episode {episode} frame {index} has no measured state; the model reads the "
+                             "robot state, so record with `vla-runtime --record` (it stores the state)")
+    row = np.asarray(frame.state, dtype=np.float64).reshape(-1)
+    if row.shape[0] != dim:
+        raise TrainDataError(f"{path}: episode {episode} holds {row.shape[0]} state values but the model reads {dim}"
+                             " (joints then gripper); train with the --state robot the episodes were recorded on")
+    return row
+
+
 def load_relabelled(path: str | Path, tokenizer, norm: NormStats, image_size: int, horizon: int,
-                    bins: int) -> Demonstrations:
-    """A `vla-export dagger` file as training samples, normalised with `norm` (the demonstrations')."""
+                    bins: int, state_norm: NormStats | None = None) -> Demonstrations:
+    """A `vla-export dagger` file as training samples, normalised with `norm` (the demonstrations')
+    and, for a model that reads the state, `state_norm`."""
     path = Path(path)
     try:
         with np.load(path, allow_pickle=False) as f:
@@ -133,6 +162,13 @@ def load_relabelled(path: str | Path, tokenizer, norm: NormStats, image_size: in
     flat = labels[:, :horizon].reshape(-1, norm.dim).astype(np.float64)
     targets = np.clip(ActionNormalizer(norm, norm.dim).normalize(flat), -1.0, 1.0).astype(np.float32)
     prompts = task_prompts(tokenizer, doc["tasks"].tolist())
+    states = None
+    if state_norm is not None:
+        if "states" not in doc or doc["states"].shape != (len(labels), state_norm.dim):
+            raise TrainDataError(f"{path}: holds no {state_norm.dim}-value measured state per observation; collect "
+                                 "it again with `vla-export dagger` (it records the state)")
+        states = ActionNormalizer(state_norm, state_norm.dim).normalize(doc["states"].astype(np.float64))
+        states = states.astype(np.float32)
     commanded = np.any(labels != 0.0, axis=(0, 1)).astype(np.float32)  # [D] dims the expert ever moves
     logger.info("relabelled: %d observations from %s (supervised dims %s)", len(labels), path, commanded.tolist())
     return Demonstrations(
@@ -144,6 +180,8 @@ def load_relabelled(path: str | Path, tokenizer, norm: NormStats, image_size: in
         norm=norm,
         tasks=tuple(sorted(prompts)),
         dim_weight=np.repeat(commanded[None], len(labels), axis=0),  # [N, D]
+        states=states,
+        state_norm=state_norm,
     )
 
 
@@ -162,4 +200,6 @@ def merge(parts: list[Demonstrations]) -> Demonstrations:
         norm=parts[0].norm,
         tasks=tuple(sorted({t for p in parts for t in p.tasks})),
         dim_weight=np.concatenate([p.weights() for p in parts]),
+        states=np.concatenate([p.states for p in parts]) if parts[0].states is not None else None,
+        state_norm=parts[0].state_norm,
     )

@@ -108,3 +108,65 @@ def test_dimensions_without_a_target_do_not_move_the_loss():
     plain = float(head_loss(model, DemoTensors(data, cfg.image_size, cfg.bins).batch(np.arange(8)), 1.5,
                             torch.Generator().manual_seed(0)))
     assert plain != losses[0]
+
+
+def test_the_measured_state_loads_with_a_range_measured_on_the_demonstrations(demos):
+    from vla_runtime.export.state_stats import robot_state_stats
+
+    cfg = preset_config("demo", "parallel")
+    layout = robot_state_stats("sim")  # names and units; the range is the joint limits
+    data = load_demonstrations(demos, from_config(cfg).tokenizer, cfg.image_size, cfg.horizon, cfg.bins, state=layout)
+    assert data.states.shape == (80, layout.dim) and data.state_norm.names == layout.names
+    assert data.state_norm.space == "joint_position" and data.state_norm.low != layout.low  # measured, not the limits
+    assert np.mean(np.abs(data.states) <= 1.0) >= 0.95  # q01..q99 of what the arm did lands in [-1, 1]
+    kept = load_demonstrations(demos, from_config(cfg).tokenizer, cfg.image_size, cfg.horizon, cfg.bins,
+                               state=data.state_norm, measure_state=False)  # continuing a checkpoint keeps its range
+    assert kept.state_norm == data.state_norm and np.allclose(kept.states, data.states)
+
+
+def state_decided_demos(cfg, n=48, seed=0):
+    """Identical frames; only the measured state's sign says which way to move."""
+    from vla_runtime.export.state_stats import robot_state_stats
+
+    data = synthetic_demos(cfg, n, seed)
+    sign = np.where(np.arange(n) % 2 == 0, 1.0, -1.0)  # [N]
+    states = np.repeat(sign[:, None], cfg.state_dim, axis=1).astype(np.float32) * 0.8  # [N, S]
+    return dataclasses.replace(data, images=np.full_like(data.images, 90), states=states,
+                               targets=(0.6 * sign[:, None, None] * np.ones((1, cfg.horizon, 7))).astype(np.float32),
+                               state_norm=robot_state_stats("sim"))
+
+
+@pytest.mark.parametrize("head", ["parallel", "flow"])
+def test_a_head_that_reads_the_state_learns_from_it(head):
+    base = dataclasses.replace(preset_config("demo", head), vision_layers=1, text_layers=1, state_dim=7)
+    cfg = dataclasses.replace(base, pooling="attention") if head == "parallel" else base
+    model = from_config(cfg, seed=0, state_norm=state_decided_demos(cfg).state_norm).model
+    config = TrainConfig(steps=40, batch_size=16, lr=3e-3, warmup=3, val_fraction=0.0)
+    result = train(model, state_decided_demos(cfg), config, progress=False)
+    first, last = np.mean(result.losses[:5]), np.mean(result.losses[-5:])
+    assert np.isfinite(result.losses).all() and last < 0.8 * first, (head, first, last)  # images cannot tell
+    with pytest.raises(ValueError, match="state values"):
+        train(model, synthetic_demos(cfg), config, progress=False)  # demonstrations without the state
+
+
+def test_a_checkpoint_that_reads_the_state_round_trips(tmp_path):
+    from vla_runtime.export.checkpoint import load_checkpoint, save_checkpoint
+    from vla_runtime.export.norm_stats import STATE_STATS_FILE
+    from vla_runtime.export.source import CheckpointError
+
+    cfg = dataclasses.replace(preset_config("demo", "parallel"), vision_layers=1, text_layers=1, state_dim=7,
+                              pooling="attention")
+    stats = state_decided_demos(cfg).state_norm
+    source = from_config(cfg, seed=3, state_norm=stats)
+    with torch.no_grad():
+        source.model.pooler.out.weight.normal_()  # the pool's own weights must travel too
+    save_checkpoint(source, tmp_path / "ck")
+    loaded = load_checkpoint(tmp_path / "ck", head="parallel")
+    assert loaded.state_norm == stats and loaded.cfg.pooling == "attention"
+    pixels, ids = torch.rand(1, 3, cfg.image_size, cfg.image_size), torch.tensor([[2, 40, 41]])
+    past, state = torch.zeros(1, 7, dtype=torch.long), torch.full((1, 7), 0.3)
+    want = source.model.reference_parallel_logits(pixels, ids, past, state)
+    assert torch.equal(loaded.model.reference_parallel_logits(pixels, ids, past, state), want)
+    (tmp_path / "ck" / STATE_STATS_FILE).unlink()
+    with pytest.raises(CheckpointError, match=STATE_STATS_FILE):
+        load_checkpoint(tmp_path / "ck")
