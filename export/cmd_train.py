@@ -7,6 +7,7 @@ The result is an ordinary checkpoint directory (export/checkpoint.py), so `vla-e
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import logging
@@ -49,6 +50,17 @@ def register(sub) -> None:
                         "'sim', or a robot TOML); their range is measured on the demonstrations")
     p.add_argument("--pooling", choices=("mean", "attention"), default="mean",
                    help="parallel head: mean of the prefix, or learned queries attending over it (default mean)")
+    p.add_argument("--image-size", type=int, metavar="PX",
+                   help="camera input side in pixels (default: the preset's); more pixels per centimetre of table")
+    p.add_argument("--patch-size", type=int, metavar="PX",
+                   help="SigLIP patch side (default: the preset's); image-size / patch-size squared image tokens")
+    p.add_argument("--views", metavar="LIST",
+                   help="camera views the model reads, in order, e.g. front,wrist (default: the preset's one view); "
+                        "record them all with `--record-views`")
+    p.add_argument("--past-action", action=argparse.BooleanOptionalAction, default=None,
+                   help="parallel head: also read the last executed action's bins (default: as the preset says). "
+                        "A smooth expert's next action is nearly its last, so a policy reading it may copy it and "
+                        "stop looking; with --state the gripper and arm pose carry the phase instead")
     p.add_argument("--force", action="store_true", help="overwrite an existing checkpoint directory")
     p.set_defaults(func=cmd_train)
 
@@ -70,13 +82,19 @@ def cmd_train(args) -> int:
         source = load_checkpoint(args.init, head=args.head) if args.init else _fresh_model(args)
     except CheckpointError as exc:
         raise UserError(f"--init: {exc}") from None
-    if args.init and (args.state or args.pooling != "mean"):
-        raise UserError("--state / --pooling shape a fresh model; with --init the checkpoint's own config holds them")
+    shaped = (args.state or args.pooling != "mean" or args.past_action is not None or args.image_size
+              or args.patch_size or args.views)
+    if args.init and shaped:
+        raise UserError("--state / --views / --pooling / --past-action / --image-size / --patch-size shape a fresh "
+                        "model; with --init the checkpoint's own config holds them")
     m = source.cfg
     try:
+        if args.relabelled and len(m.views) > 1:
+            raise TrainDataError("--relabelled: DAgger files hold one camera view but the model reads "
+                                 f"{list(m.views)}; train a multi-view model on recordings only")
         data = load_demonstrations(args.data, source.tokenizer, m.image_size, m.horizon, m.bins, args.max_episodes,
                                    norm=source.norm if args.init else None, state=source.state_norm,
-                                   measure_state=not args.init)
+                                   measure_state=not args.init, views=m.views)
         extra = [load_relabelled(f, source.tokenizer, data.norm, m.image_size, m.horizon, m.bins, data.state_norm)
                  for f in args.relabelled]
     except TrainDataError as exc:
@@ -99,6 +117,8 @@ def cmd_train(args) -> int:
         "relabelled": list(args.relabelled),
         "state": args.state,
         "pooling": source.cfg.pooling,
+        "views": list(source.cfg.views),
+        "past_action": source.cfg.condition_on_past_action,
         "data": {"path": str(args.data), "episodes": len(set(data.episode.tolist())), "frames": len(data),
                  "tasks": list(data.tasks)},
         "seconds": round(result.seconds, 1),
@@ -121,8 +141,15 @@ def _fresh_model(args):
 
     try:
         cfg = dataclasses.replace(preset_config(args.preset, args.head), pooling=args.pooling)
+        if args.past_action is not None:
+            if args.past_action and args.head != "parallel":
+                raise ValueError("only the parallel head reads the last action")
+            cfg = dataclasses.replace(cfg, condition_on_past_action=args.past_action)
+        views = tuple(v.strip() for v in args.views.split(",")) if args.views else cfg.views
+        cfg = dataclasses.replace(cfg, image_size=args.image_size or cfg.image_size,
+                                  patch_size=args.patch_size or cfg.patch_size, views=views)
     except ValueError as exc:
-        raise UserError(f"--pooling {args.pooling}: {exc}") from None
+        raise UserError(f"--views / --pooling / --past-action / --image-size / --patch-size: {exc}") from None
     if not args.state:
         return from_config(cfg, seed=args.seed)
     from vla_runtime.export.state_stats import robot_state_stats

@@ -78,7 +78,7 @@ class DemoTensors:
         std = torch.tensor(p.image_std, dtype=torch.float32).reshape(1, 3, 1, 1)
         self.scale = p.rescale_factor / std  # [1, 3, 1, 1]
         self.shift = -torch.tensor(p.image_mean, dtype=torch.float32).reshape(1, 3, 1, 1) / std
-        self.images = torch.from_numpy(data.images)  # uint8 [N, S, S, 3]
+        self.images = torch.from_numpy(data.images)  # uint8 [N, S, S, 3] or [N, V, S, S, 3]
         self.prompts = data.prompts
         self.targets = torch.from_numpy(data.targets)  # [N, H, D]
         self.bins = torch.from_numpy(discretize(data.targets, bins))  # [N, H, D]
@@ -88,7 +88,8 @@ class DemoTensors:
 
     def batch(self, idx: np.ndarray) -> dict[str, torch.Tensor]:
         i = torch.from_numpy(idx)
-        pixels = self.images[i].permute(0, 3, 1, 2).float() * self.scale + self.shift  # [B, 3, S, S]
+        images = self.images[i].reshape(-1, *self.images.shape[-3:])  # [B*V, S, S, 3], view-major within a sample
+        pixels = images.permute(0, 3, 1, 2).float() * self.scale + self.shift  # [B*V, 3, S, S]
         prompt = torch.from_numpy(np.stack([self.prompts[k] for k in idx]))  # [B, T]
         batch = {"pixels": pixels, "prompt": prompt, "targets": self.targets[i], "bins": self.bins[i],
                  "past": self.past[i], "weight": self.weight[i]}

@@ -7,7 +7,8 @@ the control loop's own preprocessor, prompts tokenized with the bundle's templat
 action chunks normalised with statistics measured on these same demonstrations.
 
 One sample is one tick t of one episode:
-  image     uint8 [S, S, 3]  the frame at t, resized to the model's input size
+  image     uint8 [S, S, 3]  the frame at t, resized to the model's input size ([V, S, S, 3]: one per
+                             camera view, in the model's order, for a model that reads several)
   prompt    int64 [T]        BOS + prompt template ids for the episode's instruction
   target    float32 [H, D]   normalised actions t .. t+H-1 (the last action repeats past the end)
   past      int64 [D]        bins of the action executed at t-1 (zeros at t = 0, as the runtime starts)
@@ -37,7 +38,7 @@ class TrainDataError(ValueError):
 
 @dataclass(frozen=True)
 class Demonstrations:
-    images: np.ndarray  # uint8 [N, S, S, 3]
+    images: np.ndarray  # uint8 [N, S, S, 3], or [N, V, S, S, 3] for several camera views
     prompts: list[np.ndarray]  # N arrays of int64 [T_i]; equal-length prompts batch together
     targets: np.ndarray  # float32 [N, H, D] normalised to [-1, 1]
     past: np.ndarray  # int64 [N, D] bins of the previous action
@@ -67,13 +68,15 @@ def task_prompts(tokenizer, tasks) -> dict[str, np.ndarray]:
 
 def load_demonstrations(path: str | Path, tokenizer, image_size: int, horizon: int, bins: int,
                         max_episodes: int | None = None, norm: NormStats | None = None,
-                        state: NormStats | None = None, measure_state: bool = True) -> Demonstrations:
+                        state: NormStats | None = None, measure_state: bool = True,
+                        views: tuple[str, ...] = ("front",)) -> Demonstrations:
     """Read every episode under `path` into training tensors (one pass, frames resized once).
 
     `norm` (a checkpoint's statistics, when training continues from it) keeps its bins; without
     it the statistics are measured on these demonstrations. `state` names the measured state a
     model reads (joints then gripper, e.g. from the robot file); its range is measured on the
     data too unless `measure_state` is False (continuing from a checkpoint keeps its range).
+    A model reading several camera `views` gets every one of them per frame, in that order.
     """
     try:
         source = open_source(path)
@@ -91,7 +94,7 @@ def load_demonstrations(path: str | Path, tokenizer, image_size: int, horizon: i
                 raise TrainDataError(f"{path}: episode {e} frame {i} has no recorded action; record with --record")
             if state is not None:
                 states.append(_state_row(f, state.dim, path, e, i))
-            images.append(pre.resize(f.image).copy())  # uint8 [S, S, 3]
+            images.append(_frame_images(f, views, pre, path, e, i))  # uint8 [S, S, 3] or [V, S, S, 3]
             actions.append(f.action)
             if f.task not in cache:
                 cache.update(task_prompts(tokenizer, [f.task]))
@@ -104,7 +107,7 @@ def load_demonstrations(path: str | Path, tokenizer, image_size: int, horizon: i
     normalized = np.clip(ActionNormalizer(norm, norm.dim).normalize(raw), -1.0, 1.0).astype(np.float32)  # [N, D]
     ep = np.asarray(episode, dtype=np.int64)
     index = np.arange(len(raw))
-    ends = np.r_[starts[1:], len(raw)][ep] - 1  # [N] last sample of each sample's episode
+    ends = np.asarray(starts[1:] + [len(raw)], dtype=np.int64)[ep] - 1  # [N] last sample of each sample's episode
     steps = np.minimum(index[:, None] + np.arange(horizon)[None, :], ends[:, None])  # [N, H]
     past = discretize(normalized[np.maximum(index - 1, 0)], bins)  # [N, D]
     past[np.asarray(starts)] = 0  # first tick of an episode: the runtime's decoder starts from zeros
@@ -126,6 +129,18 @@ def load_demonstrations(path: str | Path, tokenizer, image_size: int, horizon: i
         states=normal_states,
         state_norm=state_norm,
     )
+
+
+def _frame_images(frame, views: tuple[str, ...], pre: Preprocessor, path, episode: int, index: int) -> np.ndarray:
+    """The frame resized the runtime's way; with several views, each of them in the model's order."""
+    if len(views) == 1:
+        return pre.resize(frame.image).copy()  # the resizer reuses its buffer
+    missing = [v for v in views if not frame.views or v not in frame.views]
+    if missing:
+        have = sorted(frame.views) if frame.views else ["one camera"]
+        raise TrainDataError(f"{path}: episode {episode} frame {index} has no {missing[0]!r} view (it holds {have}); "
+                             f"record every view the model reads, e.g. --record-views {','.join(views)}")
+    return np.stack([pre.resize(frame.views[v]).copy() for v in views])  # [V, S, S, 3]
 
 
 def _state_row(frame, dim: int, path, episode: int, index: int) -> np.ndarray:

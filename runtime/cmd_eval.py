@@ -69,7 +69,7 @@ class PolicySetup:
     close: Callable[[], None]
 
 
-def scripted_setup() -> PolicySetup:
+def scripted_setup(views: tuple[str, ...] = DEFAULT_CAMERA_VIEWS) -> PolicySetup:
     from vla_runtime.runtime.scripted import GraspScript, ScriptedGraspPolicy
 
     script = GraspScript()
@@ -79,7 +79,7 @@ def scripted_setup() -> PolicySetup:
 
     return PolicySetup(make, "ee_delta", 7, script.horizon, 10.0, 2, SafetyDefaults(),
                        "scripted reach-and-grasp expert (reads the block position from the simulator)",
-                       DEFAULT_CAMERA_VIEWS, None, lambda: None)
+                       views, None, lambda: None)
 
 
 def bundle_setup(args) -> PolicySetup:
@@ -258,7 +258,10 @@ def record_demonstrations(args, desc: RobotDescription) -> int:
         from vla_runtime.runtime.assemble import require_record_deps
 
         require_record_deps()
-    setup = scripted_setup() if args.policy == "scripted" else bundle_setup(args)
+    from vla_runtime.runtime.cmd_run import scripted_views
+
+    views = scripted_views(args, desc)
+    setup = scripted_setup(views) if args.policy == "scripted" else bundle_setup(args)
     start = time.perf_counter()
     try:
         outcomes = run_batch(setup, desc, seeds, tasks, args.steps, record_args=args if args.record else None,

@@ -60,10 +60,25 @@ def register(sub) -> None:
                         "`vla-runtime replay` runs it through a bundle)")
     p.add_argument("--record-raw", action="store_true",
                    help="record lossless rgb8 frames instead of JPEG (for INT8 calibration; ~15x larger)")
+    p.add_argument("--record-views", metavar="LIST",
+                   help="--policy scripted: camera views to record, e.g. front,wrist (default: the robot file's "
+                        "first camera); a bundle records the views it reads")
     p.add_argument("--seed", type=int, help="simulator seed (block placement)")
     p.add_argument("--episodes", type=int, metavar="N",
                    help="run N sim episodes on seeds seed..seed+N-1 without pacing (demonstrations with --record)")
     p.set_defaults(func=cmd_run)
+
+
+def scripted_views(args, desc) -> tuple[str, ...]:
+    """The camera views a scripted run records: --record-views, else the robot file's first camera."""
+    if getattr(args, "record_views", None) is None:
+        return (next(iter(desc.cameras)),)
+    if args.policy != "scripted":
+        raise UserError("--record-views is for --policy scripted; a bundle records the camera views it reads")
+    views = tuple(v.strip() for v in args.record_views.split(","))
+    if not all(views) or len(set(views)) != len(views):
+        raise UserError(f"--record-views {args.record_views!r}: name each view once, e.g. --record-views front,wrist")
+    return views
 
 
 def add_timing_args(p: argparse.ArgumentParser) -> None:
@@ -183,7 +198,7 @@ def run_episode(args, desc: RobotDescription) -> int:
         _check_mapping(kind, desc)  # before any driver opens a port
         views = manifest.preprocess.camera_views
     else:
-        views = (next(iter(desc.cameras)),)  # the scripted policy reads no pixels; the recorder does
+        views = scripted_views(args, desc)  # the scripted policy reads no pixels; the recorder does
     try:
         specs = desc.cameras_for(views)  # a missing view is refused before any driver opens
     except RobotDescriptionError as exc:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from vla_runtime.runtime.joint_contract import EE_DELTA_NAMES
-from vla_runtime.runtime.types import ActionChunk, Frame, Policy, RobotState
+from vla_runtime.runtime.types import ActionChunk, Frames, Policy, RobotState, capture_time
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class ScriptedGraspPolicy(Policy):
         self._start_z: float | None = None  # the block's height at the first call (recover mode)
         self.stage_times: dict[str, float] = {}
 
-    def infer(self, frame: Frame, task: str, state: RobotState | None = None) -> ActionChunk:
+    def infer(self, frame: Frames, task: str, state: RobotState | None = None) -> ActionChunk:
         if state is None:
             raise ValueError("the scripted policy needs the robot state")
         t = time.perf_counter()
@@ -88,7 +88,7 @@ class ScriptedGraspPolicy(Policy):
             actions[i, 6] = gripper
             p = p + delta
         self.stage_times = {"decode_actions": time.perf_counter() - t}
-        return ActionChunk(actions, EE_DELTA_NAMES, frame.t_capture)
+        return ActionChunk(actions, EE_DELTA_NAMES, capture_time(frame))  # one view or several
 
     def _recover(self, pos: np.ndarray, block: np.ndarray) -> None:
         """Re-derive the phase from where the fingers and the block are, for states this script did not lead to."""

@@ -170,3 +170,54 @@ def test_a_checkpoint_that_reads_the_state_round_trips(tmp_path):
     (tmp_path / "ck" / STATE_STATS_FILE).unlink()
     with pytest.raises(CheckpointError, match=STATE_STATS_FILE):
         load_checkpoint(tmp_path / "ck")
+
+
+def test_train_command_shapes_the_model_it_writes(demos, tmp_path):
+    import json
+
+    from vla_runtime.export.checkpoint import load_checkpoint
+    from vla_runtime.export.cli import main
+
+    out = tmp_path / "ck"
+    argv = ["train", "--data", str(demos), "--out", str(out), "--steps", "2", "--batch-size", "4", "--state", "sim",
+            "--pooling", "attention", "--no-past-action"]
+    assert main(argv) == 0
+    source = load_checkpoint(out, head="parallel")
+    assert source.cfg.state_dim == 7 and source.cfg.pooling == "attention" and not source.cfg.condition_on_past_action
+    assert source.state_norm.names[-1] == "gripper"
+    log = json.loads((out / "train.json").read_text())
+    assert log["state"] == "sim" and log["pooling"] == "attention" and log["past_action"] is False
+    assert main(["train", "--data", str(demos), "--out", str(tmp_path / "t"), "--head", "tokens", "--state", "sim",
+                 "--steps", "1"]) == 2  # the tokens head reads no state: one line, nothing written
+    assert main(["train", "--data", str(demos), "--out", str(tmp_path / "c"), "--init", str(out), "--state", "sim",
+                 "--steps", "1"]) == 2  # a checkpoint's own config says what it reads
+
+
+def test_a_model_reading_two_cameras_trains_on_recordings_of_both(tmp_path):
+    import vla_runtime.runtime.sim  # noqa: F401 - picks the offscreen GL platform before MuJoCo loads
+
+    pytest.importorskip("mujoco", reason="recording demonstrations needs MuJoCo (pip install vla-runtime[sim])")
+    from vla_runtime.export.checkpoint import load_checkpoint
+    from vla_runtime.export.cli import main as export_main
+    from vla_runtime.export.train import DemoTensors
+    from vla_runtime.export.train_data import TrainDataError
+    from vla_runtime.runtime.cli import main
+
+    rec = tmp_path / "rec"
+    assert main(["--policy", "scripted", "--episodes", "1", "--seed", "3", "--steps", "12", "--record", str(rec),
+                 "--record-raw", "--record-views", "front,wrist"]) == 0
+    cfg = dataclasses.replace(preset_config("demo", "parallel"), views=("front", "wrist"))
+    tok = from_config(cfg).tokenizer
+    data = load_demonstrations(rec, tok, cfg.image_size, cfg.horizon, cfg.bins, views=cfg.views)
+    assert data.images.shape == (12, 2, cfg.image_size, cfg.image_size, 3)
+    assert not np.array_equal(data.images[0, 0], data.images[0, 1])  # two cameras, two pictures
+    pixels = DemoTensors(data, cfg.image_size, cfg.bins).batch(np.array([4, 5]))["pixels"]
+    assert pixels.shape == (4, 3, cfg.image_size, cfg.image_size)  # view-major within each sample
+    with pytest.raises(TrainDataError, match="--record-views front,gripper"):
+        load_demonstrations(rec, tok, cfg.image_size, cfg.horizon, cfg.bins, views=("front", "gripper"))
+    out = tmp_path / "ck"
+    assert export_main(["train", "--data", str(rec), "--out", str(out), "--views", "front,wrist", "--steps", "2",
+                        "--batch-size", "4"]) == 0
+    assert load_checkpoint(out).cfg.views == ("front", "wrist")
+    assert main(["--policy", "scripted", "--episodes", "1", "--record", str(tmp_path / "x"),
+                 "--record-views", "front,front"]) == 2  # each view once: one line, nothing recorded
