@@ -89,14 +89,11 @@ def cmd_train(args) -> int:
                         "model; with --init the checkpoint's own config holds them")
     m = source.cfg
     try:
-        if args.relabelled and len(m.views) > 1:
-            raise TrainDataError("--relabelled: DAgger files hold one camera view but the model reads "
-                                 f"{list(m.views)}; train a multi-view model on recordings only")
         data = load_demonstrations(args.data, source.tokenizer, m.image_size, m.horizon, m.bins, args.max_episodes,
                                    norm=source.norm if args.init else None, state=source.state_norm,
                                    measure_state=not args.init, views=m.views)
-        extra = [load_relabelled(f, source.tokenizer, data.norm, m.image_size, m.horizon, m.bins, data.state_norm)
-                 for f in args.relabelled]
+        extra = [load_relabelled(f, source.tokenizer, data.norm, m.image_size, m.horizon, m.bins, data.state_norm,
+                                 views=len(m.views)) for f in args.relabelled]
     except TrainDataError as exc:
         raise UserError(str(exc)) from None
     if extra:

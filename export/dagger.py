@@ -10,6 +10,7 @@ demonstrations plus these labels (`vla-export train --relabelled FILE`) teaches 
 
 On disk one `.npz` (no pickle) per collection round:
   images   uint8 [N, S, S, 3]  the frame each inference saw, resized by the runtime's preprocessor
+                               ([N, V, S, S, 3]: every camera view, for a learner that reads several)
   tasks    str [N]             the instruction
   labels   float32 [N, H, D]   the expert's chunk for that observation, physical units
   past     int64 [N, D]        the bins the learner's head was conditioned on (its own last step)
@@ -75,8 +76,8 @@ class RelabelPolicy(Policy):
         label = self.expert.infer(frame, task, state)  # [H, D] what the expert would send from here
         chunk = self.learner.infer(frame, task, state)
         s = self.samples
-        image = view_frames(frame, self.learner.manifest.preprocess.camera_views)[0].image  # the first view's
-        s.images.append(self._pre.resize(image).copy())  # uint8 [S, S, 3]; the resizer reuses its buffer
+        seen = [self._pre.resize(f.image).copy() for f in view_frames(frame, self.learner.views)]  # the resizer
+        s.images.append(seen[0] if len(seen) == 1 else np.stack(seen))  # reuses its buffer; [S, S, 3] / [V, ...]
         s.tasks.append(task)
         s.labels.append(label.actions.astype(np.float32))
         s.past.append(self._past.copy())

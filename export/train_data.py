@@ -156,7 +156,7 @@ def _state_row(frame, dim: int, path, episode: int, index: int) -> np.ndarray:
 
 
 def load_relabelled(path: str | Path, tokenizer, norm: NormStats, image_size: int, horizon: int,
-                    bins: int, state_norm: NormStats | None = None) -> Demonstrations:
+                    bins: int, state_norm: NormStats | None = None, views: int = 1) -> Demonstrations:
     """A `vla-export dagger` file as training samples, normalised with `norm` (the demonstrations')
     and, for a model that reads the state, `state_norm`."""
     path = Path(path)
@@ -171,6 +171,10 @@ def load_relabelled(path: str | Path, tokenizer, norm: NormStats, image_size: in
     if int(doc["image_size"]) != image_size or int(doc["bins"]) != bins:
         raise TrainDataError(f"{path}: collected at {int(doc['image_size'])} px / {int(doc['bins'])} bins but the "
                              f"model takes {image_size} px / {bins} bins; collect with a bundle of this model")
+    held = 1 if doc["images"].ndim == 4 else doc["images"].shape[1]  # camera views per observation
+    if held != views:
+        raise TrainDataError(f"{path}: holds {held} camera view(s) per observation but the model reads {views}; "
+                             "collect with a bundle of this model")
     labels = doc["labels"]  # [N, H', D] physical units
     if labels.shape[1] < horizon or labels.shape[2] != norm.dim:
         raise TrainDataError(f"{path}: labels {labels.shape[1:]} do not cover horizon {horizon} x {norm.dim} dims")

@@ -29,7 +29,7 @@ def expert_scenes(tmp_path_factory):
 
     rec = tmp_path_factory.mktemp("trained-scenes") / "rec"
     argv = ["--policy", "scripted", "--episodes", "3", "--seed", "20", "--steps", "24", "--record", str(rec),
-            "--record-raw"]
+            "--record-raw", "--record-views", "front,wrist"]  # every view a shipped policy may read
     assert main(argv) == 0
     return rec
 
@@ -53,14 +53,17 @@ def trained(tmp_path_factory):
     return get
 
 
-def _observations(scenes, every: int = 6):
+def _observations(scenes, views: tuple[str, ...], every: int = 6):
+    """(frames as the policy reads them, instruction, measured state) of every `every`-th tick."""
     from vla_runtime.runtime.episodes.readers import open_source
+    from vla_runtime.runtime.state_input import recorded_state
 
     source = open_source(scenes)
     for e, n in enumerate(source.episode_lengths()):
         for i in range(0, n, every):
             f = source.frame(e, i)
-            yield f.image, f.task
+            frames = Frame(f.image, 0.0) if len(views) == 1 else {v: Frame(f.views[v], 0.0) for v in views}
+            yield frames, f.task, recorded_state(f.state)
 
 
 @pytest.mark.parametrize("head", HEADS)
@@ -71,9 +74,9 @@ def test_exported_graphs_choose_the_eager_models_actions_on_sim_scenes(trained, 
     bundle, source = trained(head)
     eager, ort = torch_policy(bundle, source.model), load_policy(bundle, threads=1)
     chosen = []
-    for image, task in _observations(expert_scenes):
-        a = eager.infer(Frame(image, 0.0), task)
-        b = ort.infer(Frame(image, 0.0), task)
+    for frames, task, state in _observations(expert_scenes, ort.views):
+        a = eager.infer(frames, task, state)
+        b = ort.infer(frames, task, state)
         if head == "flow":
             np.testing.assert_allclose(b.actions, a.actions, atol=1e-4 * np.abs(a.actions).max() + 1e-6)
             chosen.append(np.round(eager.last_normalized, 2).tobytes())
@@ -102,7 +105,7 @@ def test_the_int8_gate_judges_a_trained_policy_whose_actions_depend_on_the_scene
         assert 0.5 < m["token_agreement"] <= 1.0
     assert report["worst_graph"] in report["per_graph"] and report["passed"] == (not report["failures"])
     fp32 = load_policy(bundle, threads=1)
-    actions = {np.round(fp32.infer(Frame(image, 0.0), task).actions, 3).tobytes()
-               for image, task in _observations(expert_scenes, every=12)}
+    actions = {np.round(fp32.infer(frames, task, state).actions, 3).tobytes()
+               for frames, task, state in _observations(expert_scenes, fp32.views, every=12)}
     fp32.close()
     assert len(actions) > 1  # different scenes, different actions: agreement cannot be had for free
