@@ -69,6 +69,18 @@ class PolicySetup:
     close: Callable[[], None]
 
 
+def scripted_views(args, desc) -> tuple[str, ...]:
+    """The camera views a scripted run records: --record-views, else the robot file's first camera."""
+    if getattr(args, "record_views", None) is None:
+        return (next(iter(desc.cameras)),)
+    if args.policy != "scripted":
+        raise UserError("--record-views is for --policy scripted; a bundle records the camera views it reads")
+    views = tuple(v.strip() for v in args.record_views.split(","))
+    if not all(views) or len(set(views)) != len(views):
+        raise UserError(f"--record-views {args.record_views!r}: name each view once, e.g. --record-views front,wrist")
+    return views
+
+
 def scripted_setup(views: tuple[str, ...] = DEFAULT_CAMERA_VIEWS) -> PolicySetup:
     from vla_runtime.runtime.scripted import GraspScript, ScriptedGraspPolicy
 
@@ -258,8 +270,6 @@ def record_demonstrations(args, desc: RobotDescription) -> int:
         from vla_runtime.runtime.assemble import require_record_deps
 
         require_record_deps()
-    from vla_runtime.runtime.cmd_run import scripted_views
-
     views = scripted_views(args, desc)
     setup = scripted_setup(views) if args.policy == "scripted" else bundle_setup(args)
     start = time.perf_counter()

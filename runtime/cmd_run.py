@@ -69,18 +69,6 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_run)
 
 
-def scripted_views(args, desc) -> tuple[str, ...]:
-    """The camera views a scripted run records: --record-views, else the robot file's first camera."""
-    if getattr(args, "record_views", None) is None:
-        return (next(iter(desc.cameras)),)
-    if args.policy != "scripted":
-        raise UserError("--record-views is for --policy scripted; a bundle records the camera views it reads")
-    views = tuple(v.strip() for v in args.record_views.split(","))
-    if not all(views) or len(set(views)) != len(views):
-        raise UserError(f"--record-views {args.record_views!r}: name each view once, e.g. --record-views front,wrist")
-    return views
-
-
 def add_timing_args(p: argparse.ArgumentParser) -> None:
     """Flags shared with `profile`."""
     p.add_argument("--hz", type=float, help="control rate in Hz (default: the bundle's control.rate_hz)")
@@ -198,6 +186,8 @@ def run_episode(args, desc: RobotDescription) -> int:
         _check_mapping(kind, desc)  # before any driver opens a port
         views = manifest.preprocess.camera_views
     else:
+        from vla_runtime.runtime.cmd_eval import scripted_views
+
         views = scripted_views(args, desc)  # the scripted policy reads no pixels; the recorder does
     try:
         specs = desc.cameras_for(views)  # a missing view is refused before any driver opens

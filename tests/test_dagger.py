@@ -45,10 +45,14 @@ def test_dagger_labels_train_with_the_demonstrations(demo_bundle, tmp_path):
                         "--steps", "12", "--out", str(out)]) == 0
     source = load_checkpoint(shipped_checkpoint("parallel"))
     c = source.cfg
-    data = load_relabelled(out, source.tokenizer, source.norm, c.image_size, c.horizon, c.bins)
+    data = load_relabelled(out, source.tokenizer, source.norm, c.image_size, c.horizon, c.bins, source.state_norm)
     assert data.images.shape == (6, c.image_size, c.image_size, 3)  # one per inference: replan every 2 of 12
     assert data.targets.shape == (6, c.horizon, 7) and np.abs(data.targets).max() <= 1.0
-    assert (data.past[0] == 0).all() and (data.past[1] != 0).any()  # the learner's own carried bins
+    assert (data.past[0] == 0).all()  # the decoder starts from zeros
+    if c.condition_on_past_action:
+        assert (data.past[1] != 0).any()  # the learner's own carried bins
+    if c.state_dim:
+        assert data.states.shape == (6, c.state_dim) and len(np.unique(data.states[:, 0])) > 1  # the arm moved
     assert data.targets[0, 0, 6] > 0.9  # the expert starts with the fingers open
     assert data.dim_weight[0].tolist() == [1, 1, 1, 0, 0, 0, 1]  # it never commands rotation: no target there
     both = merge([data, data])

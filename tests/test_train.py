@@ -85,8 +85,11 @@ def test_the_shipped_demo_checkpoint_loads():
     from vla_runtime.export.demo_checkpoints import shipped_checkpoint
 
     source = load_checkpoint(shipped_checkpoint("parallel"), head="parallel")
-    assert source.cfg.condition_on_past_action and source.cfg.image_size == preset_config("demo", "parallel").image_size
+    assert source.cfg.image_size == preset_config("demo", "parallel").image_size
     assert source.norm.kind == "q01_q99" and max(source.norm.high[:3]) < 0.05  # metres per tick, from the data
+    # it reads the sim arm's measured joints and gripper, with their range measured on the demonstrations
+    assert source.cfg.state_dim == 7 and source.state_norm.names[-1] == "gripper"
+    assert source.state_norm.space == "joint_position" and source.state_norm.high[0] < 2.7  # not the joint limit
 
 
 def test_dimensions_without_a_target_do_not_move_the_loss():
