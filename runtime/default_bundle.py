@@ -29,7 +29,7 @@ DEFAULT_PRESET = "tiny"  # random weights, for heads without a trained demo chec
 TRAINED_HEADS = ("parallel", "tokens", "flow")  # heads whose trained demo checkpoint ships in the package
 # Part of the cache key: bump when the shipped checkpoints change, so an older cached bundle
 # (random weights, or an earlier training) is never picked up again.
-TRAINED_REVISION = "trained-3"
+TRAINED_REVISION = "trained-4"
 
 
 class DefaultBundleError(RuntimeError):
