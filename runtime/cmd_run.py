@@ -266,12 +266,13 @@ def run_episode(args, desc: RobotDescription) -> int:
         + (f" | failed bus ticks {result.failed_ticks}" if result.failed_ticks else "")
         + (f" | missed inferences {result.missed_inferences}" if result.missed_inferences else "")
     )
+    outcome = None  # the simulator's verdict on the task: the run's last line, after the stop report
     if start is not None:
         end = world.body_position(target_block(args.task))
         moved = float(((end - start)[:2] ** 2).sum() ** 0.5)
         lifted = round(float(end[2] - start[2]), 3) + 0.0  # + 0.0 turns -0.0 into 0.0
         verdict = "picked up" if lifted >= LIFT_SUCCESS_M else "not picked up"
-        print(f"sim: {target_block(args.task)} moved {moved:.3f} m sideways, lifted {lifted:.3f} m: {verdict}")
+        outcome = f"sim: {target_block(args.task)} moved {moved:.3f} m sideways, lifted {lifted:.3f} m: {verdict}"
     extra = {"episode": {"stop_reason": result.stop_reason, "ticks": result.ticks,
                          "inferences": result.inferences, "starved_ticks": result.starved_ticks,
                          "failed_ticks": result.failed_ticks, "signal": result.signal,
@@ -284,11 +285,15 @@ def run_episode(args, desc: RobotDescription) -> int:
         print(f"trace: {write_trace(sched.profiler, args.trace, extra)}")
     if recorder is not None:
         print(recorded.line())
-    return report_stop(result, stop.on_stop)
+    rc = report_stop(result, stop.on_stop)
+    if outcome is not None:
+        print(outcome, flush=True)
+    return rc
 
 
 def report_stop(result, on_stop: str) -> int:
-    """The last line says what the devices reported after the stop; the exit code says why it ended."""
+    """One line says what the devices reported after the stop (the last, but for a simulator run's
+    verdict on the task); the exit code says why it ended."""
     import signal
 
     stopped = f"on_stop = {on_stop}; {result.stopped or 'could not confirm: no read-back'}"

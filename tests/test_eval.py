@@ -97,6 +97,13 @@ def test_the_shipped_demo_policy_lifts_a_block(demo_bundle, tmp_path):
     assert rc == 0 and doc["summary"]["successes"] >= 1, doc["summary"]
 
 
+def test_a_run_of_the_shipped_policy_ends_with_the_block_it_was_told_to_lift(demo_bundle, capsys):
+    """The default scene (seed 0), paced like a robot: the last line is the simulator's verdict."""
+    rc = main(["--task", "pick up the blue block", "--bundle", str(demo_bundle), "--steps", "50"])
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert rc == 0 and last.startswith("sim: blue_block moved") and last.endswith(": picked up"), last
+
+
 def test_eval_plot_draws_this_run_beside_earlier_results(tmp_path, capsys):
     pytest.importorskip("matplotlib", reason="--plot needs matplotlib (pip install vla-runtime[viz])")
     from vla_runtime.runtime.eval_plot import colour_rates
