@@ -78,15 +78,15 @@ def cmd_train(args) -> int:
                           threads=args.threads)
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    try:
-        source = load_checkpoint(args.init, head=args.head) if args.init else _fresh_model(args)
-    except CheckpointError as exc:
-        raise UserError(f"--init: {exc}") from None
     shaped = (args.state or args.pooling != "mean" or args.past_action is not None or args.image_size
               or args.patch_size or args.views)
     if args.init and shaped:
         raise UserError("--state / --views / --pooling / --past-action / --image-size / --patch-size shape a fresh "
                         "model; with --init the checkpoint's own config holds them")
+    try:
+        source = load_checkpoint(args.init, head=args.head) if args.init else _fresh_model(args)
+    except CheckpointError as exc:
+        raise UserError(f"--init: {exc}") from None
     m = source.cfg
     try:
         data = load_demonstrations(args.data, source.tokenizer, m.image_size, m.horizon, m.bins, args.max_episodes,

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 from vla_runtime.runtime.preprocess import Preprocessor
 from vla_runtime.runtime.scripted import GraspScript, ScriptedGraspPolicy
+from vla_runtime.runtime.state_input import state_vector
 from vla_runtime.runtime.types import ActionChunk, Frames, Policy, RobotState, view_frames
 
 logger = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ class RelabelPolicy(Policy):
         s.labels.append(label.actions.astype(np.float32))
         s.past.append(self._past.copy())
         s.episode.append(self.episode)
-        s.states.append(np.r_[np.asarray(state.joint_positions, dtype=np.float32), np.float32(state.gripper)])
+        s.states.append(state_vector(state))  # [J + 1]
         if self._conditioned and self.learner.last_bins is not None:
             self._past = np.asarray(self.learner.last_bins[self._carry_row], dtype=np.int64)  # what the head saw next
         self.stage_times = getattr(self.learner, "stage_times", {})

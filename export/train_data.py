@@ -117,7 +117,7 @@ def load_demonstrations(path: str | Path, tokenizer, image_size: int, horizon: i
         measured = np.stack(states).astype(np.float64)  # [N, S] physical units
         state_norm = (stats_from_actions(measured, state.names, state.units, space="joint_position")
                       if measure_state else state)
-        normal_states = ActionNormalizer(state_norm, state_norm.dim).normalize(measured).astype(np.float32)
+        normal_states = _normalized_states(state_norm, measured)
     return Demonstrations(
         images=np.stack(images),
         prompts=prompts,
@@ -141,6 +141,11 @@ def _frame_images(frame, views: tuple[str, ...], pre: Preprocessor, path, episod
         raise TrainDataError(f"{path}: episode {episode} frame {index} has no {missing[0]!r} view (it holds {have}); "
                              f"record every view the model reads, e.g. --record-views {','.join(views)}")
     return np.stack([pre.resize(frame.views[v]).copy() for v in views])  # [V, S, S, 3]
+
+
+def _normalized_states(stats: NormStats, measured: np.ndarray) -> np.ndarray:
+    """Measured states [N, S] in physical units -> float32 [N, S] as the runtime's StateInput normalises them."""
+    return ActionNormalizer(stats, stats.dim).normalize(np.asarray(measured, dtype=np.float64)).astype(np.float32)
 
 
 def _state_row(frame, dim: int, path, episode: int, index: int) -> np.ndarray:
@@ -186,8 +191,7 @@ def load_relabelled(path: str | Path, tokenizer, norm: NormStats, image_size: in
         if "states" not in doc or doc["states"].shape != (len(labels), state_norm.dim):
             raise TrainDataError(f"{path}: holds no {state_norm.dim}-value measured state per observation; collect "
                                  "it again with `vla-export dagger` (it records the state)")
-        states = ActionNormalizer(state_norm, state_norm.dim).normalize(doc["states"].astype(np.float64))
-        states = states.astype(np.float32)
+        states = _normalized_states(state_norm, doc["states"])
     commanded = np.any(labels != 0.0, axis=(0, 1)).astype(np.float32)  # [D] dims the expert ever moves
     logger.info("relabelled: %d observations from %s (supervised dims %s)", len(labels), path, commanded.tolist())
     return Demonstrations(

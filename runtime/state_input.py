@@ -36,6 +36,12 @@ def recorded_state(vector: np.ndarray | None, t: float = 0.0) -> RobotState | No
     return RobotState(vector[:-1], np.zeros(3), np.zeros(3), float(vector[-1]), t)
 
 
+def state_vector(state: RobotState) -> np.ndarray:
+    """The measured state as the vector a recording keeps, float32 [J + 1]: joints, then the gripper opening
+    (the inverse of `recorded_state`)."""
+    return np.append(np.asarray(state.joint_positions, dtype=np.float32), np.float32(state.gripper))
+
+
 def unmet_state(space: StateSpace, has_gripper: bool) -> str | None:
     """Why a robot cannot provide this state (one line with the fix), or None when it can."""
     if space.has_gripper and not has_gripper:
