@@ -148,6 +148,16 @@ def test_a_head_that_reads_the_state_learns_from_it(head):
     result = train(model, state_decided_demos(cfg), config, progress=False)
     first, last = np.mean(result.losses[:5]), np.mean(result.losses[-5:])
     assert np.isfinite(result.losses).all() and last < 0.8 * first, (head, first, last)  # images cannot tell
+    # the falling loss alone would also come from predicting both directions at once; the model
+    # has used the state only if the same samples with the state flipped now cost clearly more
+    from vla_runtime.export.train import DemoTensors, head_loss
+
+    data, idx = state_decided_demos(cfg), np.arange(16)
+    flipped = dataclasses.replace(data, states=-data.states)
+    with torch.no_grad():
+        own, other = (float(head_loss(model, DemoTensors(d, cfg.image_size, cfg.bins).batch(idx), 1.5,
+                                      torch.Generator().manual_seed(0))) for d in (data, flipped))
+    assert own < 0.8 * other, (head, own, other)
     with pytest.raises(ValueError, match="state values"):
         train(model, synthetic_demos(cfg), config, progress=False)  # demonstrations without the state
 
